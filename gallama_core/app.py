@@ -1,0 +1,94 @@
+"""The FastAPI application: core routes, plugin routes, OpenAI error envelopes, model loading at start-up."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+import pluggy
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .app_state import AppState
+from .backend_registry import BackendRegistry
+from .config import load_plugin_config
+from .errors import ConfigError, GallamaError, error_envelope
+from .model_manager import ModelManager
+from .model_settings import ModelSettings
+from .plugins import get_plugin_manager
+from .routes import core_router
+
+log = logging.getLogger("gallama.app")
+
+
+def build_state(pm: pluggy.PluginManager | None = None, strict_names: bool = False, progress_factory=None) -> AppState:
+    pm = pm or get_plugin_manager()
+    registry = BackendRegistry(pm)
+    sections = {}
+    for section_list in pm.hook.gallama_config_sections():
+        for section in section_list or []:
+            if section.name in sections:
+                raise ConfigError(f"config section {section.name!r} is registered by two plugins")
+            sections[section.name] = section.model
+    fields = {}
+    for impl in pm.hook.gallama_request_fields.get_hookimpls():
+        for field in impl.function() or []:
+            fields[field.name] = impl.plugin_name
+    return AppState(pm=pm, registry=registry, plugin_config=load_plugin_config(sections),
+                    request_fields=fields,
+                    models=ModelManager(registry, strict_names=strict_names, progress_factory=progress_factory))
+
+
+def _mount_plugin_routes(app: FastAPI, state: AppState) -> None:
+    taken = {(method, route.path) for route in app.routes for method in getattr(route, "methods", None) or ()}
+    for impl in state.pm.hook.gallama_routes.get_hookimpls():
+        for router in impl.function(app_state=state) or []:
+            for route in router.routes:
+                for method in getattr(route, "methods", None) or ("GET",):
+                    if (method, route.path) in taken:
+                        raise ConfigError(f"plugin {impl.plugin_name!r} route {method} {route.path} "
+                                          "collides with an existing route")
+                    taken.add((method, route.path))
+            app.include_router(router)
+
+
+def create_app(state: AppState, models: list[ModelSettings] | None = None) -> FastAPI:
+    """The server app; ``models`` start loading when the app starts (``/health`` is 503 until ready)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        for settings in models or []:
+            state.models.start_loading(settings)
+        yield
+        await state.models.close()
+
+    app = FastAPI(title="gallama", description="OpenAI-compatible server for local agentic work",
+                  lifespan=lifespan)
+    app.state.gallama = state
+
+    @app.exception_handler(GallamaError)
+    async def gallama_error(request: Request, exc: GallamaError):
+        return JSONResponse(exc.envelope(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
+        param = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return JSONResponse(error_envelope(f"{param}: {first['msg']}", param=param or None), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_envelope(f"{request.method} {request.url.path}: {exc.detail}", kind),
+                            status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error serving %s", request.url.path)
+        return JSONResponse(error_envelope(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
+
+    app.include_router(core_router(state))
+    _mount_plugin_routes(app, state)
+    return app

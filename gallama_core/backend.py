@@ -1,0 +1,85 @@
+"""What a backend plugin implements: load a model, generate text from a rendered prompt, close.
+
+The core renders chat templates, compiles constraints and shapes OpenAI responses; a backend only turns a
+:class:`GenerationRequest` into :class:`GenerationChunk` pieces. Everything per token happens in the
+backend's own loop, never in hooks.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import AsyncIterator, ClassVar, Literal
+
+from .chat_template import ChatTemplate
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class SamplingParams:
+    """Sampling settings mapped from the OpenAI request (None = the engine's default)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    repetition_penalty: float | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """One generation: the full prompt text and how to decode it.
+
+    ``grammar`` is an LLGuidance Lark grammar produced by :mod:`gallama_core.constraints` (or None for free
+    decoding); every backend enforces it with the same semantics. ``stop`` strings end the generation and
+    are not part of the returned text.
+    """
+
+    prompt: str
+    max_tokens: int | None = None
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stop: list[str] = field(default_factory=list)
+    grammar: str | None = None
+    banned_strings: list[str] = field(default_factory=list)
+    request_id: str = ""
+
+
+@dataclass
+class GenerationChunk:
+    """A piece of generated text; the last one carries ``finish_reason`` and the token counts."""
+
+    text: str = ""
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class Backend(ABC):
+    """A loaded model instance. Subclasses live in backend plugins and import their engine lazily."""
+
+    #: What the model serves: "chat" (chat + legacy completions), "embedding", "rerank".
+    kind: ClassVar[str] = "chat"
+
+    def __init__(self, backend_name: str, model_name: str, max_seq_len: int,
+                 chat_template: ChatTemplate | None = None):
+        self.backend_name = backend_name
+        self.model_name = model_name
+        self.max_seq_len = max_seq_len
+        self.chat_template = chat_template
+
+    @abstractmethod
+    def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Stream the generation. Raise a GallamaError before the first chunk for a request that cannot
+        run (e.g. the prompt exceeds the context). Closing the iterator early (client gone) must cancel
+        the job and free its slot."""
+
+    async def close(self) -> None:
+        """Free the model (called on unload and shutdown)."""
+
+    def info(self) -> dict:
+        """Extra facts shown in /v1/models and logs."""
+        return {}

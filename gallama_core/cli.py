@@ -1,0 +1,136 @@
+"""The ``gallama`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .errors import ConfigError
+
+console = Console(stderr=True)
+app = typer.Typer(help="gallama: an OpenAI-compatible LLM server for local agentic work (function calling for any "
+                       "model, format enforcement, artifacts, thinking templates, several models at once).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+list_app = typer.Typer(help="List models.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    model: Optional[str] = typer.Argument(None, help="Name of a model_config.yaml entry (or a model path). "
+                                                      "Omit to serve the built-in default, SmolLM2-135M-Instruct."),
+    model_id: Optional[List[str]] = typer.Option(
+        None, "-id", "--model-id", help='A model to serve, as "model_id=NAME key=value ...". Keys: model_id, '
+        "model_name, gpus, cache_size, cache_quant (FP16/Q4/Q6/Q8), max_seq_len, backend, tp, draft_model_id, "
+        "draft_model_name, draft_gpus, draft_cache_size, draft_cache_quant, plus backend-specific keys "
+        "(llama_cpp: n_parallel, n_threads, n_gpu_layers). Repeat for several models."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    strict_model_names: bool = typer.Option(False, help="Answer 404 for any model name that is not loaded "
+                                            "(by default a lone model of the right kind serves any name)."),
+    log_level: str = typer.Option("info", help="debug, info, warning or error."),
+):
+    """Serve models over the OpenAI API (chat, completions, models, health; plugin routes)."""
+    import uvicorn
+
+    from .app import build_state, create_app
+    from .config import ensure_home, parse_id_string, resolve_model_settings
+    from .default_model import DEFAULT_MODEL_NAME, ensure_default_model
+    from .registrations import LoadProgress
+
+    _setup_logging(log_level)
+    home = ensure_home()
+    try:
+        state = build_state(strict_names=strict_model_names, progress_factory=lambda name: LoadProgress(
+            lambda message, fraction: console.log(f"[cyan]{name}[/]: {message}"
+                                                  + (f" ({fraction:.0%})" if fraction is not None else ""))))
+        launches = [parse_id_string(text) for text in model_id or []]
+        if model:
+            launches.insert(0, {"model_id": model})
+        if not launches:
+            path = ensure_default_model(say=console.log)
+            launches = [{"model_id": str(path), "model_name": DEFAULT_MODEL_NAME, "backend": "llama_cpp"}]
+        settings = [resolve_model_settings(raw, state.registry) for raw in launches]
+    except ConfigError as exc:
+        _fail(str(exc))
+    console.log(f"gallama home: {home}")
+    for s in settings:
+        console.log(f"loading [cyan]{s.served_name}[/] with backend [magenta]{s.backend}[/] from {s.model_id}")
+    console.log(f"OpenAI API at http://{host}:{port}/v1 (health: http://{host}:{port}/health)")
+    uvicorn.run(create_app(state, settings), host=host, port=port, log_level=log_level.lower(),
+                timeout_graceful_shutdown=5)
+
+
+@app.command()
+def plugins():
+    """List the loaded plugins, their versions and the hooks they implement."""
+    from .plugins import plugin_records
+
+    table = Table(title="gallama plugins")
+    for column in ("plugin", "distribution", "version", "hooks"):
+        table.add_column(column)
+    for record in plugin_records():
+        hooks = f"[red]failed: {record.error}[/]" if record.error else ", ".join(record.hooks)
+        table.add_row(record.name, record.distribution, record.version, hooks)
+    Console().print(table)
+
+
+def _catalog():
+    from .plugins import get_plugin_manager
+
+    return [entry for entries in get_plugin_manager().hook.gallama_model_catalog() for entry in entries or []]
+
+
+@list_app.command("available")
+def list_available():
+    """Models that `gallama download` knows, per backend and quantization."""
+    table = Table(title="Downloadable models")
+    for column in ("model", "backend", "kind", "quantizations"):
+        table.add_column(column)
+    for entry in sorted(_catalog(), key=lambda e: (e.name, e.backend)):
+        table.add_row(entry.name, entry.backend, entry.kind, ", ".join(entry.quantizations))
+    Console().print(table)
+
+
+@app.command()
+def download(
+    model: str = typer.Argument(..., help="NAME:QUANT, e.g. qwen-2.5-7B:4.0 (see `gallama list available`)."),
+    backend: str = typer.Option("exllama", help="Which backend's files to fetch (exllama, llama_cpp, ...)."),
+):
+    """Download a catalog model from the Hugging Face hub and add it to model_config.yaml."""
+    from .downloader import download_catalog_model
+
+    try:
+        path = download_catalog_model(model, backend, _catalog(), console)
+    except ConfigError as exc:
+        _fail(str(exc))
+    console.print(f"Downloaded to {path}. Serve it with: gallama run {model.split(':')[0]}")
+
+
+def main() -> None:
+    """Console-script entry point: adds plugin commands, then runs the CLI."""
+    if os.environ.get("GALLAMA_NO_PLUGIN_COMMANDS") != "1":
+        try:
+            from .plugins import get_plugin_manager
+
+            get_plugin_manager().hook.gallama_commands(cli=app)
+        except Exception as exc:  # a strict-mode plugin failure: say it plainly
+            console.print(f"[bold red]error:[/] {exc}")
+            raise SystemExit(2)
+    app()

@@ -1,0 +1,152 @@
+"""The gallama home folder, ``model_config.yaml`` and the ``-id "key=value ..."`` launch syntax."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from .backend_registry import DEFAULT_BACKEND, BackendRegistry
+from .errors import ConfigError
+from .model_settings import ModelSettings
+
+MODEL_CONFIG_FILE = "model_config.yaml"
+PLUGIN_CONFIG_FILE = "gallama.yaml"
+
+MODEL_CONFIG_EXAMPLE = """\
+# gallama model configuration: one entry per model, keyed by the name clients use in `model`.
+# `gallama run NAME` or `gallama run -id "model_id=NAME key=value ..."` serves an entry; keys given with
+# -id override the entry's. Keys (all optional but model_id):
+#   model_id:       path to the model (a folder for exllama/embedding, a .gguf file for llama_cpp) or hub id
+#   backend:        exllama | exllamav3 | llama_cpp | embedding   (default: guessed from the path, else exllama)
+#   gpus:           VRAM in GB per GPU, e.g. [20, 15, 0]; leave out for auto split
+#   cache_size:     KV cache size in tokens (shared by concurrent requests)
+#   cache_quant:    FP16 | Q4 | Q6 | Q8
+#   max_seq_len:    longest prompt + answer one request may use
+#   tp:             true for tensor parallel (exllama)
+#   draft_model_id, draft_model_name, draft_gpus, draft_cache_size, draft_cache_quant: speculative decoding
+# Backends may accept more keys (e.g. llama_cpp: n_parallel, n_threads); `gallama run --help` lists them.
+#
+# Example:
+# mistral:
+#   model_id: /models/Mistral-7B-Instruct-v0.3-exl2-4.0bpw
+#   backend: exllama
+#   cache_quant: Q8
+#   max_seq_len: 32768
+#
+# smollm2:
+#   model_id: /models/SmolLM2-135M-Instruct.Q4_1.gguf
+#   backend: llama_cpp
+"""
+
+
+def gallama_home() -> Path:
+    """``$GALLAMA_HOME_PATH`` or ``~/gallama``."""
+    return Path(os.environ.get("GALLAMA_HOME_PATH") or Path.home() / "gallama").expanduser()
+
+
+def ensure_home() -> Path:
+    """Create the home folder and a commented ``model_config.yaml`` on first run."""
+    home = gallama_home()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / MODEL_CONFIG_FILE
+    if not config.exists():
+        config.write_text(MODEL_CONFIG_EXAMPLE)
+    return home
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of model names to settings")
+    return data
+
+
+def load_model_config() -> dict[str, dict[str, Any]]:
+    path = gallama_home() / MODEL_CONFIG_FILE
+    entries = _read_yaml(path)
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: model {name!r}: expected a mapping of settings, got {entry!r}")
+    return entries
+
+
+def parse_id_string(text: str) -> dict[str, str]:
+    """``"model_id=mistral gpus=20,15 cache_quant=Q8"`` -> ``{"model_id": "mistral", ...}``."""
+    result: dict[str, str] = {}
+    try:
+        tokens = shlex.split(text)
+    except ValueError as exc:
+        raise ConfigError(f"-id {text!r}: {exc}") from None
+    for token in tokens:
+        key, sep, value = token.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"-id {text!r}: expected key=value pairs, got {token!r}")
+        if key in result:
+            raise ConfigError(f"-id {text!r}: key {key!r} given twice")
+        result[key.strip()] = value.strip()
+    if "model_id" not in result:
+        raise ConfigError(f"-id {text!r}: model_id is required")
+    return result
+
+
+def format_validation_error(model: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(entry)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key {key!r}")
+        else:
+            problems.append(f"key {key!r}: {err['msg']}")
+    return f"model {model!r}: " + "; ".join(problems)
+
+
+def resolve_model_settings(raw: dict[str, Any], registry: BackendRegistry,
+                           config_entries: dict[str, dict[str, Any]] | None = None) -> ModelSettings:
+    """Merge a launch request with its ``model_config.yaml`` entry and validate it with the backend's model."""
+    entries = load_model_config() if config_entries is None else config_entries
+    raw = dict(raw)
+    model_id = str(raw.get("model_id", ""))
+    label = raw.get("model_name") or model_id
+    merged: dict[str, Any] = {}
+    if model_id in entries:
+        merged.update(entries[model_id])
+        merged.setdefault("model_name", model_id)
+    merged.update({k: v for k, v in raw.items() if k != "model_id"})
+    merged["model_id"] = str(merged.get("model_id", model_id)) if model_id in entries else model_id
+    backend = merged.get("backend")
+    if not backend:
+        backend = registry.detect(merged["model_id"]) or DEFAULT_BACKEND
+    spec = registry.get(str(backend))
+    merged["backend"] = spec.name
+    try:
+        return spec.settings_model.model_validate(merged)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(str(label), exc)) from None
+
+
+def load_plugin_config(sections: dict[str, type[BaseModel]]) -> dict[str, BaseModel]:
+    """Validate ``gallama.yaml`` in the home: each top-level key belongs to one plugin's section."""
+    path = gallama_home() / PLUGIN_CONFIG_FILE
+    data = _read_yaml(path)
+    unknown = sorted(set(data) - set(sections))
+    if unknown:
+        raise ConfigError(f"{path}: no installed plugin owns the section(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(sorted(sections)) or 'none'})")
+    result = {}
+    for name, model in sections.items():
+        try:
+            result[name] = model.model_validate(data.get(name) or {})
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: section {name!r}: " + format_validation_error(name, exc)
+                              .split(": ", 1)[1]) from None
+    return result

@@ -1,0 +1,59 @@
+"""Errors that become the OpenAI error envelope ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GallamaError(Exception):
+    """An error with an HTTP status that the server reports in the OpenAI error shape."""
+
+    status_code = 500
+    error_type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 status_code: int | None = None, error_type: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        if error_type is not None:
+            self.error_type = error_type
+
+    def envelope(self) -> dict[str, Any]:
+        return error_envelope(self.message, self.error_type, self.param, self.code)
+
+
+class InvalidRequestError(GallamaError):
+    """The request is malformed or asks for something impossible (400)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class ModelNotFoundError(GallamaError):
+    """The request names a model that is not loaded (404)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+
+    def __init__(self, message: str):
+        super().__init__(message, param="model", code="model_not_found")
+
+
+class ServiceUnavailableError(GallamaError):
+    """No model can serve the request yet (503): loading, or none loaded."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+class ConfigError(Exception):
+    """A configuration problem found before serving; the message names the model and the key."""
+
+
+def error_envelope(message: str, error_type: str = "invalid_request_error", param: str | None = None,
+                   code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}

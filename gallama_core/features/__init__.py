@@ -1,0 +1,1 @@
+"""Hook implementations that ship with the core (registered before any plugin)."""

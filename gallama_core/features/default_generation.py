@@ -1,0 +1,10 @@
+"""The core's default ``gallama_generate``: stream from the model's backend."""
+
+from __future__ import annotations
+
+from .. import hookimpl
+
+
+@hookimpl(trylast=True)
+def gallama_generate(ctx, request):
+    return ctx.backend.generate(request)

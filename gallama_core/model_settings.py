@@ -1,0 +1,62 @@
+"""The settings of one model instance: a ``model_config.yaml`` entry or one ``-id "key=value ..."`` string.
+
+:class:`ModelSettings` holds the keys every backend understands (the spec's launch keys). A backend that
+needs more keys subclasses it and names the subclass in its :class:`~gallama_core.registrations.BackendSpec`;
+the entry is then validated by that subclass, so unknown keys are errors that name the model and the key.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+CacheQuant = Literal["FP16", "Q4", "Q6", "Q8"]
+
+
+def _float_list(value):
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, (int, float)):
+        return [float(value)]
+    if isinstance(value, str):
+        parts = [p for p in value.replace(" ", "").strip("[]").split(",") if p]
+        return [float(p) for p in parts]
+    return value
+
+
+class ModelSettings(BaseModel):
+    """Launch settings shared by every backend (names and meanings from gallama's user documentation)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), validate_assignment=True)
+
+    model_id: str = Field(description="Name of an entry in model_config.yaml, a local path, or a hub id.")
+    model_name: str | None = Field(None, description="Name clients use in `model`; defaults to the last part of model_id.")
+    backend: str | None = Field(None, description="Engine: exllama, exllamav3, llama_cpp, embedding (case-insensitive).")
+    gpus: list[float] | None = Field(None, description="VRAM (GB) per GPU, e.g. 20,15,0; absent means auto split.")
+    cache_size: int | None = Field(None, gt=0, description="KV cache size in tokens, shared by concurrent requests.")
+    cache_quant: CacheQuant | None = Field(None, description="KV cache quantization: FP16, Q4, Q6 or Q8.")
+    max_seq_len: int | None = Field(None, gt=0, description="Longest sequence (prompt + answer) one request may use.")
+    tp: bool = Field(False, description="Tensor parallel across the listed GPUs (ExLlama backends).")
+    draft_model_id: str | None = Field(None, description="Draft model for speculative decoding (same vocabulary).")
+    draft_model_name: str | None = None
+    draft_gpus: list[float] | None = None
+    draft_cache_size: int | None = Field(None, gt=0)
+    draft_cache_quant: CacheQuant | None = None
+
+    @field_validator("gpus", "draft_gpus", mode="before")
+    @classmethod
+    def _parse_gpus(cls, value):
+        return _float_list(value)
+
+    @field_validator("cache_quant", "draft_cache_quant", mode="before")
+    @classmethod
+    def _upper_quant(cls, value):
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def served_name(self) -> str:
+        """The name clients put in `model`."""
+        if self.model_name:
+            return self.model_name
+        return self.model_id.rstrip("/").split("/")[-1]

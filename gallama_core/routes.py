@@ -1,0 +1,115 @@
+"""HTTP routes of the core (thin: parsing and response shapes only; logic lives in serving)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from .app_state import AppState
+from .config import resolve_model_settings
+from .errors import ConfigError, InvalidRequestError
+from .protocol import ModelCard, ModelList
+from .serving import Pipeline
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+
+
+async def _until_disconnected(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.25)
+
+
+async def _respond(request: Request, endpoint: str, state: AppState) -> Response:
+    body = await read_json(request)
+    pipeline = Pipeline(state)
+    if isinstance(body, dict) and body.get("stream"):
+        stream = await pipeline.run(endpoint, body)
+        return StreamingResponse(_sse_bytes(stream), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # Non-streamed: give up (and free the slot) when the client goes away.
+    work = asyncio.ensure_future(pipeline.run(endpoint, body))
+    watcher = asyncio.ensure_future(_until_disconnected(request))
+    done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if work not in done:
+        work.cancel()
+        return Response(status_code=499)
+    watcher.cancel()
+    return Response(work.result().model_dump_json(exclude_none=True), media_type="application/json")
+
+
+async def _sse_bytes(stream):
+    try:
+        async for payload in stream:
+            yield f"data: {payload}\n\n".encode()
+    finally:
+        await stream.aclose()
+
+
+def core_router(state: AppState) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/chat/completions", tags=["openai"])
+    async def chat_completions(request: Request):
+        return await _respond(request, "chat", state)
+
+    @router.post("/v1/completions", tags=["openai"])
+    async def completions(request: Request):
+        return await _respond(request, "completion", state)
+
+    @router.get("/v1/models", tags=["openai"])
+    async def list_models() -> ModelList:
+        cards = []
+        seen = set()
+        for instance in state.models.instances:
+            if instance.name in seen:
+                continue
+            seen.add(instance.name)
+            cards.append(ModelCard(id=instance.name, created=instance.created, backend=instance.settings.backend,
+                                   kind=instance.kind, status=instance.status))
+        return ModelList(data=cards)
+
+    @router.get("/health", tags=["server"])
+    async def health():
+        models = state.models
+        if models.loading:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        if not models.ready():
+            return JSONResponse({"status": "no_model", "detail": "no model is loaded"}, status_code=503)
+        return {"status": "ok", "models": [i.name for i in models.ready()]}
+
+    @router.post("/add_model", tags=["management"])
+    async def add_model(request: Request):
+        body = await read_json(request)
+        items = body if isinstance(body, list) else [body]
+        settings = []
+        for item in items:
+            if not isinstance(item, dict) or "model_id" not in item:
+                raise InvalidRequestError("each model to add needs a 'model_id'", param="model_id")
+            try:
+                settings.append(resolve_model_settings(item, state.registry))
+            except ConfigError as exc:
+                raise InvalidRequestError(str(exc)) from None
+        for s in settings:
+            state.models.start_loading(s)
+        return {"status": "loading", "models": [s.served_name for s in settings]}
+
+    @router.post("/remove_model", tags=["management"])
+    async def remove_model(request: Request):
+        body = await read_json(request)
+        name = body.get("model_name") if isinstance(body, dict) else None
+        if not name:
+            raise InvalidRequestError("'model_name' is required", param="model_name")
+        removed = await state.models.remove(name)
+        return {"status": "removed", "model": name, "instances": removed}
+
+    return router

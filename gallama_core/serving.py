@@ -1,0 +1,341 @@
+"""The request pipeline for chat and legacy completions (no FastAPI here).
+
+request model -> RequestContext -> preprocess hooks -> chat template -> constraints -> generate hook ->
+stream processors -> OpenAI chunks (SSE payloads) or one response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any, AsyncIterator
+
+from pydantic import ValidationError
+
+from .app_state import AppState
+from .backend import GenerationChunk, SamplingParams
+from .constraints import compile_constraints
+from .context import RequestContext
+from .errors import GallamaError, InvalidRequestError
+from .model_manager import ModelInstance
+from .protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+                       ChunkChoice, CompletionChoice, CompletionRequest, CompletionResponse, Delta,
+                       ResponseMessage, ToolCall, FunctionCall, Usage, new_id, now)
+from .stream_events import StreamEvent
+
+log = logging.getLogger("gallama.serving")
+
+#: Well-known fields owned by optional plugins: named in the 400 when the plugin is not installed.
+PLUGIN_FIELD_OWNERS = {
+    "thinking_template": "gallama-thinking",
+    "return_thinking": "gallama-thinking",
+    "artifact": "gallama-artifact",
+}
+
+
+def validation_error_to_400(exc: ValidationError) -> InvalidRequestError:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        message = "field required"
+    return InvalidRequestError(f"{loc}: {message}" if loc else message, param=loc or None)
+
+
+def parse_request(model: type, body: Any):
+    if not isinstance(body, dict):
+        raise InvalidRequestError("the request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error_to_400(exc) from None
+
+
+def check_extra_fields(request, state: AppState) -> None:
+    for name in (request.model_extra or {}):
+        if name in state.request_fields:
+            continue
+        owner = PLUGIN_FIELD_OWNERS.get(name)
+        if owner:
+            raise InvalidRequestError(f"{name!r} needs the {owner} plugin, which is not installed "
+                                      f"(pip install {owner})", param=name, code="plugin_not_installed")
+        raise InvalidRequestError(f"unrecognized request argument supplied: {name}", param=name)
+
+
+def sampling_from(request) -> SamplingParams:
+    return SamplingParams(temperature=request.temperature, top_p=request.top_p, top_k=request.top_k,
+                          min_p=request.min_p, seed=request.seed, presence_penalty=request.presence_penalty,
+                          frequency_penalty=request.frequency_penalty,
+                          repetition_penalty=request.repetition_penalty)
+
+
+def message_dict(message) -> dict[str, Any]:
+    data: dict[str, Any] = {"role": message.role, "content": message.text}
+    if message.name:
+        data["name"] = message.name
+    if message.tool_calls:
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.function.name, "arguments": _arguments_value(c.function.arguments)}}
+            for c in message.tool_calls]
+    if message.tool_call_id:
+        data["tool_call_id"] = message.tool_call_id
+    return data
+
+
+def _arguments_value(arguments: str):
+    try:
+        return json.loads(arguments)
+    except (TypeError, ValueError):
+        return arguments
+
+
+class Pipeline:
+    """Runs one chat or completion request through the hooks and the backend."""
+
+    def __init__(self, state: AppState):
+        self.state = state
+        self.hook = state.pm.hook
+
+    # --------------------------------------------------------------------------------------- preparing
+    def _context(self, endpoint: str, request, instance: ModelInstance) -> RequestContext:
+        ctx = RequestContext(endpoint=endpoint, request=request, backend=instance.backend,
+                             request_id=new_id("chatcmpl" if endpoint == "chat" else "cmpl"))
+        ctx.max_tokens = request.token_limit
+        ctx.stop = request.stop_strings()
+        ctx.sampling = sampling_from(request)
+        return ctx
+
+    def _render_prompt(self, ctx: RequestContext) -> None:
+        if ctx.endpoint == "completion":
+            ctx.prompt = ctx.request.prompt_text + ctx.assistant_prefix
+            return
+        messages = [dict(m) for m in ctx.messages]
+        if ctx.system_prompt_additions:
+            addition = "\n\n".join(ctx.system_prompt_additions)
+            if messages and messages[0]["role"] in ("system", "developer"):
+                messages[0]["content"] = f"{messages[0]['content']}\n\n{addition}".strip()
+            else:
+                messages.insert(0, {"role": "system", "content": addition})
+        for m in messages:
+            if m["role"] == "developer":
+                m["role"] = "system"
+        template = ctx.backend.chat_template
+        if template is None:
+            raise InvalidRequestError(f"model {ctx.model_name!r} has no chat template; use /v1/completions")
+        tools = ctx.state.get("template_tools") if ctx.tools_in_template else None
+        ctx.prompt = template.render(messages, add_generation_prompt=True, tools=tools) + ctx.assistant_prefix
+
+    def _grammar(self, ctx: RequestContext) -> str | None:
+        for extra in self.hook.gallama_token_filters(ctx=ctx):
+            ctx.constraints.extend(extra or [])
+        return compile_constraints(ctx.constraints)
+
+    async def _events(self, ctx: RequestContext, grammar: str | None, index: int) -> AsyncIterator[StreamEvent]:
+        gen_request = ctx.generation_request(grammar, index)
+        chunks = self.hook.gallama_generate(ctx=ctx, request=gen_request)
+        if chunks is None:
+            raise GallamaError("no plugin generated a response")
+        stream: AsyncIterator[StreamEvent] = _chunks_to_events(ctx, chunks)
+        for processor in self.hook.gallama_postprocess_stream(ctx=ctx)[::-1]:
+            if processor is not None:
+                stream = processor(stream)
+        return stream
+
+    async def _start(self, endpoint: str, request) -> tuple[RequestContext, ModelInstance, list[AsyncIterator]]:
+        check_extra_fields(request, self.state)
+        instance = self.state.models.resolve(request.model, "chat")
+        ctx = self._context(endpoint, request, instance)
+        if endpoint == "chat":
+            ctx.messages = [message_dict(m) for m in request.messages]
+        self.hook.gallama_preprocess_request(ctx=ctx)
+        self._render_prompt(ctx)
+        grammar = self._grammar(ctx)
+        streams = [await self._events(ctx, grammar, i) for i in range(request.n)]
+        return ctx, instance, streams
+
+    # ---------------------------------------------------------------------------------------- running
+    async def run(self, endpoint: str, body: Any):
+        """A response model, or an async iterator of SSE payload strings when the request streams.
+
+        Any error that can be known before generation starts (validation, model, constraints, prompt too
+        long) is raised here, before the HTTP response begins.
+        """
+        model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
+        request = parse_request(model, body)
+        if endpoint == "completion" and request.suffix:
+            raise InvalidRequestError("suffix is not supported", param="suffix")
+        if endpoint == "completion" and (request.best_of or 1) > 1:
+            raise InvalidRequestError("best_of > 1 is not supported", param="best_of")
+        ctx, instance, streams = await self._start(endpoint, request)
+        instance.active += 1
+        try:
+            merged = _merge(streams)
+            first = await anext(merged, None)  # errors before the first token are HTTP errors
+        except BaseException:
+            instance.active -= 1
+            raise
+        events = _prepend(first, merged)
+        if request.stream:
+            return self._sse(ctx, instance, events)
+        try:
+            return await self._collect(ctx, events)
+        finally:
+            instance.active -= 1
+
+    async def _collect(self, ctx: RequestContext, events: AsyncIterator[tuple[int, StreamEvent]]):
+        outputs: dict[int, list[dict[str, Any]]] = {}
+        prompt_tokens = completion_tokens = 0
+        async for index, event in events:
+            parts = outputs.setdefault(index, [])
+            if not parts or (event.part is not None and event.part != parts[-1]["part"]):
+                parts.append({"part": event.part, "content": [], "reasoning": [], "tool_calls": {}, "extra": {},
+                              "finish_reason": None})
+            part = parts[-1]
+            part["content"].append(event.content)
+            part["reasoning"].append(event.reasoning)
+            part["extra"].update(event.extra)
+            for delta in event.tool_calls or []:
+                call = part["tool_calls"].setdefault(delta.index, {"id": delta.id, "name": "", "arguments": ""})
+                call["id"] = delta.id or call["id"]
+                call["name"] += delta.function.name or ""
+                call["arguments"] += delta.function.arguments or ""
+            if event.finish_reason:
+                for p in parts:
+                    p["finish_reason"] = event.finish_reason
+            prompt_tokens = event.prompt_tokens or prompt_tokens
+            completion_tokens += event.completion_tokens or 0
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                      total_tokens=prompt_tokens + completion_tokens)
+        ordered = [p for index in sorted(outputs) for p in outputs[index]]
+        if ctx.endpoint == "completion":
+            prefix = ctx.request.prompt_text if ctx.request.echo else ""
+            choices = [CompletionChoice(index=i, text=prefix + "".join(p["content"]), finish_reason=p["finish_reason"])
+                       for i, p in enumerate(ordered)]
+            return CompletionResponse(id=ctx.request_id, created=now(), model=ctx.model_name, choices=choices,
+                                      usage=usage)
+        choices = []
+        for i, p in enumerate(ordered):
+            tool_calls = [ToolCall(id=c["id"] or new_id("call"), function=FunctionCall(name=c["name"], arguments=c["arguments"]))
+                          for _, c in sorted(p["tool_calls"].items())] or None
+            content = "".join(p["content"])
+            message = ResponseMessage(content=None if (tool_calls and not content) else content,
+                                      reasoning_content="".join(p["reasoning"]) or None,
+                                      tool_calls=tool_calls, **p["extra"])
+            choices.append(ChatChoice(index=i, message=message, finish_reason=p["finish_reason"]))
+        return ChatCompletionResponse(id=ctx.request_id, created=now(), model=ctx.model_name, choices=choices,
+                                      usage=usage)
+
+    async def _sse(self, ctx: RequestContext, instance: ModelInstance,
+                   events: AsyncIterator[tuple[int, StreamEvent]]) -> AsyncIterator[str]:
+        include_usage = bool(ctx.request.stream_options and ctx.request.stream_options.include_usage)
+        created, prompt_tokens, completion_tokens = now(), 0, 0
+        chat = ctx.endpoint == "chat"
+        try:
+            if chat:
+                for index in range(ctx.request.n):
+                    yield _chunk(ctx, created, index, Delta(role="assistant", content=""))
+            elif ctx.request.echo:
+                yield _text_chunk(ctx, created, 0, ctx.request.prompt_text, None)
+            async for index, event in events:
+                prompt_tokens = event.prompt_tokens or prompt_tokens
+                completion_tokens += event.completion_tokens or 0
+                if event.is_empty:
+                    continue
+                if chat:
+                    delta = Delta(content=event.content or None, reasoning_content=event.reasoning or None,
+                                  tool_calls=event.tool_calls, **event.extra)
+                    yield _chunk(ctx, created, index, delta, event.finish_reason)
+                else:
+                    yield _text_chunk(ctx, created, index, event.content, event.finish_reason)
+            if include_usage:
+                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                              total_tokens=prompt_tokens + completion_tokens)
+                if chat:
+                    yield ChatCompletionChunk(id=ctx.request_id, created=created, model=ctx.model_name, choices=[],
+                                              usage=usage).model_dump_json(exclude_none=True)
+                else:
+                    yield CompletionResponse(id=ctx.request_id, created=created, model=ctx.model_name, choices=[],
+                                             usage=usage).model_dump_json(exclude_none=True)
+            yield "[DONE]"
+        except GallamaError as exc:  # after the stream started: report in-band, as OpenAI does
+            yield json.dumps(exc.envelope())
+        finally:
+            instance.active -= 1
+            await events.aclose()
+
+
+def _chunk(ctx, created, index, delta: Delta, finish_reason=None) -> str:
+    chunk = ChatCompletionChunk(id=ctx.request_id, created=created, model=ctx.model_name,
+                                choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish_reason)])
+    return chunk.model_dump_json(exclude_none=True)
+
+
+def _text_chunk(ctx, created, index, text, finish_reason) -> str:
+    return json.dumps({"id": ctx.request_id, "object": "text_completion", "created": created,
+                       "model": ctx.model_name, "choices": [{"index": index, "text": text, "logprobs": None,
+                                                             "finish_reason": finish_reason}]})
+
+
+async def _chunks_to_events(ctx: RequestContext, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[StreamEvent]:
+    """Backend chunks as events; the forced prefix is emitted first when it belongs to the output."""
+    prefix = ctx.assistant_prefix if ctx.prefix_in_output else ""
+    try:
+        async for chunk in chunks:
+            text = chunk.text
+            if prefix:
+                text, prefix = prefix + text, ""
+            yield StreamEvent(content=text, finish_reason=chunk.finish_reason, prompt_tokens=chunk.prompt_tokens,
+                              completion_tokens=chunk.completion_tokens)
+    finally:
+        await chunks.aclose()
+
+
+async def _prepend(first, rest: AsyncIterator):
+    try:
+        if first is not None:
+            yield first
+        async for item in rest:
+            yield item
+    finally:
+        await rest.aclose()
+
+
+async def _merge(streams: list[AsyncIterator[StreamEvent]]) -> AsyncIterator[tuple[int, StreamEvent]]:
+    """Events of all choices as (choice index, event); a single stream is passed through directly."""
+    if len(streams) == 1:
+        try:
+            async for event in streams[0]:
+                yield 0, event
+        finally:
+            await streams[0].aclose()
+        return
+    queue: asyncio.Queue = asyncio.Queue()
+    done = object()
+
+    async def pump(index: int, stream):
+        try:
+            async for event in stream:
+                await queue.put((index, event))
+        except BaseException as exc:
+            await queue.put((index, exc))
+        finally:
+            await queue.put((index, done))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    remaining = len(tasks)
+    try:
+        while remaining:
+            index, item = await queue.get()
+            if item is done:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield index, item
+    finally:
+        for task in tasks:
+            task.cancel()
+        for stream in streams:
+            await stream.aclose()
