@@ -1,0 +1,95 @@
+"""Helpers for tests of gallama and its plugins: real servers on free ports, the small real models.
+
+Used by the project's own tests and usable by third-party plugin authors::
+
+    from gallama_core.testing import running_server, smollm2_gguf
+
+    with running_server(["-id", f"model_id={smollm2_gguf()} model_name=smol"]) as base_url:
+        client = openai.OpenAI(base_url=base_url + "/v1", api_key="x")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+from .default_model import ensure_default_model
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def shared_home() -> Path:
+    """A gallama home shared by test runs (``$GALLAMA_TEST_HOME`` or a temp folder), so the default model
+    is fetched once."""
+    path = Path(os.environ.get("GALLAMA_TEST_HOME") or Path(tempfile.gettempdir()) / "gallama-test-home")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def smollm2_gguf() -> str:
+    """Path of the SmolLM2-135M-Instruct GGUF (fetched once into the shared test home)."""
+    old = os.environ.get("GALLAMA_HOME_PATH")
+    os.environ["GALLAMA_HOME_PATH"] = str(shared_home())
+    try:
+        return str(ensure_default_model(say=lambda *_: None))
+    finally:
+        if old is None:
+            os.environ.pop("GALLAMA_HOME_PATH", None)
+        else:
+            os.environ["GALLAMA_HOME_PATH"] = old
+
+
+def wait_healthy(base_url: str, process: subprocess.Popen | None = None, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"gallama exited with code {process.returncode} before becoming healthy")
+        try:
+            with urllib.request.urlopen(base_url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base_url} did not become healthy in {timeout}s")
+
+
+@contextlib.contextmanager
+def running_server(args: list[str], home: Path | None = None, env: dict[str, str] | None = None,
+                   log_path: Path | None = None, timeout: float = 180.0) -> Iterator[str]:
+    """Start ``gallama run ARGS`` on a free port; yield its base URL (no ``/v1``); stop it afterwards."""
+    port = free_port()
+    home = home or shared_home()
+    full_env = {**os.environ, "GALLAMA_HOME_PATH": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
+    log_path = log_path or Path(tempfile.mkstemp(prefix="gallama-server-", suffix=".log")[1])
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-c", "from gallama_core.cli import main; main()", "run",
+                                    "--port", str(port), "--log-level", "warning", *args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        try:
+            wait_healthy(base_url, process, timeout)
+        except Exception as exc:
+            raise RuntimeError(f"{exc}\n--- server log ---\n{log_path.read_text(errors='replace')[-4000:]}") from None
+        yield base_url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
