@@ -1,0 +1,80 @@
+"""Test sessions: one per distribution (each in its own venv with only the core and that plugin) plus an
+end-to-end session that serves SmolLM2 with ``gallama run`` and drives it with the official openai client.
+
+    python -m nox                 # everything CI runs
+    python -m nox -s core         # the core alone
+    python -m nox -s gallama_llamacpp e2e
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_missing_interpreters = False
+
+ROOT = Path(__file__).parent
+PLUGINS = sorted(p.name for p in (ROOT / "plugins").iterdir() if (p / "pyproject.toml").exists())
+TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.23", "openai>=1.40", "httpx>=0.27"]
+# Installed before a plugin when it needs torch: the local CPU build, never the multi-GB CUDA one.
+TORCH = ["torch==2.13.0"]
+PRE_INSTALL: dict[str, list[str]] = {
+    "gallama_embed": TORCH,
+    "gallama_exllama": TORCH,
+    "gallama_exllamav3": TORCH,
+}
+# Extra distributions a plugin's tests need beside the core (e.g. the chat backend to serve a model).
+WITH_PLUGINS: dict[str, list[str]] = {
+    "gallama_thinking": ["gallama_llamacpp"],
+    "gallama_artifact": ["gallama_llamacpp"],
+    "gallama_embed": ["gallama_llamacpp"],
+}
+
+
+def _find_links() -> list[str]:
+    links = os.environ.get("UV_FIND_LINKS") or os.environ.get("PIP_FIND_LINKS") or "/opt/wheels"
+    return ["--find-links", links] if Path(links.split()[0].removeprefix("file://")).exists() else []
+
+
+def _install(session: nox.Session, *plugins: str) -> None:
+    for plugin in plugins:
+        if PRE_INSTALL.get(plugin):
+            session.install(*_find_links(), *PRE_INSTALL[plugin])
+    session.install(*_find_links(), "-e", ".", *TEST_DEPS,
+                    *[arg for plugin in plugins for arg in ("-e", f"plugins/{plugin}")])
+
+
+def _pytest(session: nox.Session, *paths: str) -> None:
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths, *session.posargs,
+                env={"GALLAMA_TEST_HOME": str(ROOT / ".test-home"), "HF_HUB_OFFLINE": "1"})
+
+
+@nox.session
+def core(session: nox.Session) -> None:
+    """The core alone: hooks, plugin manager, config, protocol, constraints, a third-party plugin."""
+    _install(session)
+    _pytest(session, "tests/core")
+
+
+@nox.session
+def e2e(session: nox.Session) -> None:
+    """gallama run on SmolLM2 (llama.cpp) driven by the official openai client."""
+    _install(session, "gallama_llamacpp")
+    _pytest(session, "tests/e2e")
+
+
+def _plugin_session(plugin: str):
+    def session_fn(session: nox.Session) -> None:
+        _install(session, *WITH_PLUGINS.get(plugin, []), plugin)
+        _pytest(session, f"plugins/{plugin}/tests")
+
+    session_fn.__doc__ = f"core + {plugin}, running plugins/{plugin}/tests"
+    return session_fn
+
+
+for _plugin in PLUGINS:
+    nox.session(name=_plugin)(_plugin_session(_plugin))
