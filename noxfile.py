@@ -49,7 +49,7 @@ def _install(session: nox.Session, *plugins: str) -> None:
 
 
 def _pytest(session: nox.Session, *paths: str) -> None:
-    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *paths, *session.posargs,
+    session.run("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", "--import-mode=importlib", *paths, *session.posargs,
                 env={"GALLAMA_TEST_HOME": str(ROOT / ".test-home"), "HF_HUB_OFFLINE": "1"})
 
 
