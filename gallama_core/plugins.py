@@ -86,8 +86,7 @@ def create_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManage
             if pm.has_plugin(ep.name):
                 continue
             try:
-                module = ep.load()
-                pm.register(module, name=ep.name)
+                module = register_checked(pm, ep.load(), ep.name)
             except Exception as exc:  # one broken plugin must not take the server down
                 message = f"plugin {ep.name!r} from distribution {dist_name} {version} failed to load: {exc!r}"
                 if _strict():
@@ -96,10 +95,21 @@ def create_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManage
                 records.append(PluginRecord(ep.name, dist_name, version, [], error=repr(exc)))
                 continue
             records.append(PluginRecord(ep.name, dist_name, version, _hooks_of(pm, module)))
-    pm.check_pending()  # a misspelled gallama_* hook is an error, not silence
     global _records
     _records = records
     return pm
+
+
+def register_checked(pm: pluggy.PluginManager, plugin: object, name: str) -> object:
+    """Register ``plugin``; a hook implementation matching no spec (a misspelled ``gallama_*`` name) makes
+    the registration fail and is undone, so one bad plugin is reported instead of silently ignored."""
+    pm.register(plugin, name=name)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError:
+        pm.unregister(plugin)
+        raise
+    return plugin
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
