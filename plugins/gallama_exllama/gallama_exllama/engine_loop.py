@@ -1,0 +1,149 @@
+"""Drive a synchronous ExLlama generator (``enqueue`` / ``cancel`` / ``iterate``) from one engine thread.
+
+ExLlama's own async wrappers run ``generator.iterate()`` on the event loop, which blocks the server's loop
+(HTTP, SSE encoding) for every forward pass. Here one daemon thread owns the generator: requests hand jobs
+in and cancellations over through a lock-protected inbox, applied between iterations (the generator is not
+thread-safe), and each iteration's results are handed to the asyncio side with one
+``call_soon_threadsafe`` per event loop, so the cost per token and job is one list append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any, Callable
+
+log = logging.getLogger("gallama.exllama.loop")
+
+#: Pushed to a job's queue when the engine died or closed: the consumer raises instead of waiting forever.
+ENGINE_GONE = "engine-gone"
+
+
+class JobSink:
+    """Where one job's results go: an asyncio queue on the loop that asked for the job."""
+
+    __slots__ = ("loop", "queue")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.queue: asyncio.Queue = asyncio.Queue()
+
+
+def _deliver(batch: list[tuple[JobSink, Any]]) -> None:
+    for sink, item in batch:
+        sink.queue.put_nowait(item)
+
+
+class EngineLoop:
+    def __init__(self, generator: Any, name: str, on_iteration: Callable[[], None] | None = None):
+        self.generator = generator
+        self._cv = threading.Condition()
+        self._adds: list[tuple[Any, JobSink]] = []
+        self._cancels: list[Any] = []
+        self._sinks: dict[Any, JobSink] = {}
+        self._closed = False
+        self.error: BaseException | None = None
+        self._on_iteration = on_iteration
+        self._thread = threading.Thread(target=self._run, name=f"exllama-{name}", daemon=True)
+        self._thread.start()
+
+    # -------------------------------------------------------------------------------- asyncio side
+    def submit(self, job: Any) -> JobSink:
+        sink = JobSink(asyncio.get_running_loop())
+        with self._cv:
+            if self._closed or self.error is not None:
+                raise RuntimeError(f"the generator is not running: {self.error or 'closed'}")
+            self._adds.append((job, sink))
+            self._cv.notify()
+        return sink
+
+    def cancel(self, job: Any) -> None:
+        with self._cv:
+            self._cancels.append(job)
+            self._cv.notify()
+
+    @property
+    def active_jobs(self) -> int:
+        return len(self._sinks) + len(self._adds)
+
+    def close(self, timeout: float = 30.0) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # ------------------------------------------------------------------------------ engine thread
+    def _run(self) -> None:
+        gen = self.generator
+        sinks = self._sinks
+        while True:
+            with self._cv:
+                while not (self._adds or self._cancels or sinks or self._closed):
+                    self._cv.wait()
+                if self._closed:
+                    break
+                adds, self._adds = self._adds, []
+                cancels, self._cancels = self._cancels, []
+            out: dict[asyncio.AbstractEventLoop, list] = {}
+            for job, sink in adds:
+                try:
+                    gen.enqueue(job)
+                    sinks[job] = sink
+                except Exception as exc:  # refused by the engine (too long for the cache...)
+                    out.setdefault(sink.loop, []).append((sink, exc))
+            for job in cancels:
+                if sinks.pop(job, None) is not None:
+                    try:
+                        gen.cancel(job)
+                    except Exception:
+                        log.exception("cancelling a job failed")
+            if sinks:
+                try:
+                    results = gen.iterate()
+                except BaseException as exc:  # the generator is unusable now: fail every job, stay failed
+                    log.exception("the generator failed")
+                    self.error = exc
+                    for sink in sinks.values():
+                        out.setdefault(sink.loop, []).append((sink, exc))
+                    sinks.clear()
+                    self._flush(out)
+                    self._fail_new_jobs(exc)
+                    return
+                for result in results:
+                    job = result.get("job")
+                    sink = sinks.get(job)
+                    if sink is None:
+                        continue
+                    if result.get("stage") == "error":
+                        sinks.pop(job, None)
+                        out.setdefault(sink.loop, []).append((sink, result.get("error") or RuntimeError("job failed")))
+                        continue
+                    if result.get("eos"):
+                        sinks.pop(job, None)
+                    out.setdefault(sink.loop, []).append((sink, result))
+                if self._on_iteration is not None:
+                    self._on_iteration()
+            self._flush(out)
+        # closed: wake every consumer
+        out = {}
+        for sink in list(sinks.values()) + [s for _, s in self._adds]:
+            out.setdefault(sink.loop, []).append((sink, ENGINE_GONE))
+        sinks.clear()
+        self._flush(out)
+
+    def _fail_new_jobs(self, exc: BaseException) -> None:
+        with self._cv:
+            adds, self._adds = self._adds, []
+        out: dict = {}
+        for _, sink in adds:
+            out.setdefault(sink.loop, []).append((sink, exc))
+        self._flush(out)
+
+    @staticmethod
+    def _flush(out: dict) -> None:
+        for loop, batch in out.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # that loop is closed
+                pass

@@ -1,0 +1,170 @@
+"""ExLlamaV3 plugin tests that need no GPU: registration, settings and cache mapping, lazy imports, the
+clear CPU error, the numpy floor declared for install time, sampling, grammars and the engine-thread bridge."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import json
+import subprocess
+import sys
+import threading
+
+import pytest
+from pydantic import ValidationError
+
+from gallama_core.backend import SamplingParams
+from gallama_core.errors import GallamaError
+from gallama_core.registrations import LoadProgress
+from gallama_exllamav3.settings import CACHE_LAYERS, ExLlamaV3Settings
+
+
+def test_listed_by_gallama_plugins():
+    out = subprocess.run([sys.executable, "-c", "from gallama_core.cli import main; main()", "plugins"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "gallama-exllamav3" in out.stdout
+
+
+def test_backend_registered():
+    from gallama_core.backend_registry import BackendRegistry
+    from gallama_core.plugins import create_plugin_manager
+
+    registry = BackendRegistry(create_plugin_manager())
+    assert registry.get("exllamav3").name == "exllamav3"
+    assert registry.get("exl3").name == "exllamav3"
+
+
+def test_settings_and_cache_mapping():
+    s = ExLlamaV3Settings(model_id="/m", gpus="20,0,12", cache_quant="q6", cache_size=65536, tp=True)
+    assert s.gpus == [20.0, 0.0, 12.0] and s.cache_quant == "Q6" and s.tp
+    assert ExLlamaV3Settings(model_id="/m").cache_quant == "Q4"
+    assert CACHE_LAYERS == {"FP16": ("fp16", 16, 16), "Q8": ("quant", 8, 8), "Q6": ("quant", 6, 6),
+                            "Q4": ("quant", 4, 4)}
+    with pytest.raises(ValidationError):
+        ExLlamaV3Settings(model_id="/m", cache_quant="Q2")
+    with pytest.raises(ValidationError):
+        ExLlamaV3Settings(model_id="/m", paged=True)  # an ExLlamaV2 key: unknown here
+
+
+def test_numpy_floor_is_declared_for_install_time():
+    """infinity-emb (gallama-embed) pins numpy 1.26; declaring exllamav3's floor makes pip/uv refuse the mix."""
+    requires = importlib.metadata.requires("gallama-exllamav3") or []
+    assert any(r.replace(" ", "").startswith("numpy>=2.1") for r in requires), requires
+    import numpy
+
+    assert tuple(int(p) for p in numpy.__version__.split(".")[:2]) >= (2, 1)
+
+
+def test_load_without_cuda_is_a_clear_error_and_imports_no_engine(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the CPU error path cannot be exercised")
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    from gallama_exllamav3.plugin import _load
+
+    with pytest.raises(GallamaError, match="needs an NVIDIA GPU with CUDA"):
+        _load(ExLlamaV3Settings(model_id=str(tmp_path)), LoadProgress())
+    assert "exllamav3" not in sys.modules
+
+
+def test_plugin_import_is_lazy():
+    code = ("import sys, gallama_exllamav3.plugin, gallama_exllamav3.settings; "
+            "print(any(m.split('.')[0] in ('torch', 'exllamav3') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_detect_claims_exl3_folders_only(tmp_path):
+    from gallama_exllamav3.plugin import _detect
+
+    (tmp_path / "w.safetensors").write_bytes(b"")
+    (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"quant_method": "exl3"}}))
+    assert _detect(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({}))
+    assert not _detect(str(tmp_path))
+
+
+def test_sampler_kwargs():
+    from gallama_exllamav3.backend import sampler_kwargs
+
+    assert sampler_kwargs(SamplingParams()) == {}
+    assert sampler_kwargs(SamplingParams(temperature=0)) == {"temperature": 0.0}
+    assert sampler_kwargs(SamplingParams(temperature=0.7, top_p=0.9, top_k=40, min_p=0.05, presence_penalty=0.5,
+                                         frequency_penalty=0.25, repetition_penalty=1.1)) == {
+        "temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_p": 0.05, "pres_p": 0.5, "freq_p": 0.25, "rep_p": 1.1}
+
+
+def test_core_grammars_compile_for_an_llguidance_tokenizer(byte_tokenizer_dir):
+    """The filter ExLlamaV3 builds (LLTokenizer from tokenizer.json + Lark grammar) accepts the core's grammars."""
+    import llguidance
+
+    from gallama_core.constraints import JsonSchemaConstraint, RegexConstraint, compile_constraints
+
+    tok = llguidance.LLTokenizer((byte_tokenizer_dir / "tokenizer.json").read_text(), eos_token=0)
+    for c in (JsonSchemaConstraint(param="response_format", schema={"type": "object"}),
+              RegexConstraint(param="regex_pattern", pattern="[0-9]+")):
+        grammar = compile_constraints([c])
+        assert not llguidance.LLMatcher.validate_grammar(llguidance.grammar_from("lark", grammar), tok)
+        m = llguidance.LLMatcher(tok, llguidance.grammar_from("lark", grammar))
+        assert not m.is_error() and not m.is_accepting()
+
+
+class FakeGenerator:
+    def __init__(self):
+        self.jobs, self.cancelled, self.thread = [], [], None
+
+    def enqueue(self, job):
+        self.jobs.append(job)
+
+    def cancel(self, job):
+        self.jobs.remove(job)
+        self.cancelled.append(job)
+
+    def iterate(self):
+        self.thread = threading.current_thread()
+        out = []
+        for job in list(self.jobs):
+            job["i"] += 1
+            eos = job["i"] >= job["n"]
+            out.append({"job": job["id"], "stage": "streaming", "text": "x", "eos": eos})
+            if eos:
+                self.jobs.remove(job)
+        return out
+
+
+async def test_engine_loop_runs_off_the_event_loop_and_cancels():
+    from gallama_exllamav3.engine_loop import EngineLoop
+
+    class Job(dict):
+        __hash__ = object.__hash__
+
+    gen = FakeGenerator()
+    # results name the job; make the job its own id
+    loop_ = EngineLoop(gen, "fake")
+    try:
+        jobs = []
+        for n in (3, 5, 1000):
+            j = Job(n=n, i=0)
+            j["id"] = j
+            jobs.append((j, loop_.submit(j)))
+        got = {}
+        for j, sink in jobs[:2]:
+            items = []
+            while True:
+                item = await sink.queue.get()
+                items.append(item)
+                if item["eos"]:
+                    break
+            got[j["n"]] = len(items)
+        assert got == {3: 3, 5: 5}
+        loop_.cancel(jobs[2][0])
+        for _ in range(200):
+            if gen.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert gen.cancelled == [jobs[2][0]] and gen.thread is not threading.current_thread()
+    finally:
+        loop_.close()

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# GPU check of the ExLlama backends (issues 6 and 7): install, build, make random-weight models, run the
+# plugins' GPU tests, check logits against transformers, drive `gallama run` with the openai client, and
+# benchmark gallama against the raw generators. See docs/gpu-testing.md.
+#
+#   scripts/gpu_check.sh                 # both plugins (ExLlamaV2 then ExLlamaV3)
+#   scripts/gpu_check.sh --v2            # ExLlamaV2 only
+#   scripts/gpu_check.sh --v3            # ExLlamaV3 only (compares with a v2 bench JSON when one exists)
+#   options: --prebuild-v3 (start the v3 JIT build in the background, detached, while v2 runs)
+#            --no-bench  --no-serve  --no-tests  --v2-json FILE
+#
+# Outputs go to $OUT (the device tool's folder) or test-output/gpu; models and builds to $GPU_WORK
+# (/tmp/gallama-gpu), reused while the machine stays up.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/test-output/gpu}
+WORK=${GPU_WORK:-/tmp/gallama-gpu}
+mkdir -p "$OUT" "$WORK"
+V2=0; V3=0; PREBUILD_V3=0; BENCH=1; SERVE=1; TESTS=1; V2_JSON=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --v2) V2=1 ;; --v3) V3=1 ;; --prebuild-v3) PREBUILD_V3=1 ;;
+    --no-bench) BENCH=0 ;; --no-serve) SERVE=0 ;; --no-tests) TESTS=0 ;;
+    --v2-json) V2_JSON=$2; shift ;;
+    *) echo "unknown option $1"; exit 2 ;;
+  esac
+  shift
+done
+[ $V2 = 0 ] && [ $V3 = 0 ] && { V2=1; V3=1; }
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
+SUMMARY=$OUT/summary.txt
+FAILS=0
+say() { echo "=== $(date +%T) $*" | tee -a "$SUMMARY"; }
+note() { echo "$*" | tee -a "$SUMMARY"; }
+check() {  # check NAME command...: run, record PASS/FAIL
+  local name=$1; shift
+  if "$@"; then note "PASS $name"; else note "FAIL $name"; FAILS=$((FAILS + 1)); fi
+}
+
+# ---------------------------------------------------------------- 1. packages (carried wheels + gallama)
+say "install"
+if [ -d .whl ] && [ ! -f "$WORK/wheels-installed" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && touch "$WORK/wheels-installed" || { note "FAIL installing carried wheels"; exit 1; }
+fi
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
+  --target /tmp/site . plugins/gallama_exllama plugins/gallama_exllamav3 >"$WORK/pip-gallama.log" 2>&1 \
+  || { cat "$WORK/pip-gallama.log"; note "FAIL installing gallama"; exit 1; }
+python3 - <<'PY' | tee -a "$SUMMARY"
+import importlib.metadata as m, torch
+print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name(), "|",
+      ", ".join(f"{d} {m.version(d)}" for d in ("exllamav2", "exllamav3", "llguidance", "transformers", "numpy")))
+PY
+
+# ---------------------------------------------------------------- 2. JIT builds (parallel) + models
+build() {  # build v2|v3 MAX_JOBS: import the extension, which JIT-builds it once per machine
+  local mod=exllamav2; [ "$1" = v3 ] && mod=exllamav3
+  MAX_JOBS=$2 python3 -c "import time; t=time.time(); import $mod.ext; print('built $mod in %.0fs' % (time.time()-t))" \
+    >"$WORK/build-$1.log" 2>&1
+}
+if [ $PREBUILD_V3 = 1 ] && [ ! -f "$WORK/build-v3.started" ]; then
+  touch "$WORK/build-v3.started"
+  say "v3 build started in the background (detached)"
+  setsid nohup bash -c "MAX_JOBS=8 python3 -c 'import time; t=time.time(); import exllamav3.ext; print(\"built exllamav3 in %.0fs\" % (time.time()-t))' >$WORK/build-v3.log 2>&1" </dev/null >/dev/null 2>&1 &
+fi
+JOBS=16; [ $V2 = 1 ] && [ $V3 = 1 ] && JOBS=8; [ $PREBUILD_V3 = 1 ] && JOBS=8
+PIDS=""
+if [ $V2 = 1 ]; then say "building exllamav2 (MAX_JOBS=$JOBS)"; build v2 $JOBS & PIDS="$PIDS $!"; fi
+if [ $V3 = 1 ]; then say "building exllamav3 (MAX_JOBS=$JOBS)"; build v3 $JOBS & PIDS="$PIDS $!"; fi
+say "making random-weight models"
+python3 scripts/gpu_tools.py make-models --tokenizer .gpu/smollm2-135m-tokenizer --out "$WORK/models" \
+  || { note "FAIL making models"; exit 1; }
+for p in $PIDS; do wait $p; done
+for v in v2 v3; do [ -f "$WORK/build-$v.log" ] && tail -3 "$WORK/build-$v.log" | tee -a "$SUMMARY"; done
+TINY=$WORK/models/llama-tiny
+BIG=$WORK/models/llama-1b
+
+run_engine() {  # run_engine v2|v3
+  local e=$1 plugin=gallama_exllama backend=exllama serve_extra="max_seq_len=4096 cache_quant=FP16"
+  [ "$e" = v3 ] && { plugin=gallama_exllamav3; backend=exllamav3; serve_extra="max_seq_len=4096 cache_size=65536 cache_quant=FP16"; }
+  if [ $TESTS = 1 ]; then
+    say "$e: plugin GPU tests ($plugin/tests/test_gpu.py on the tiny model)"
+    check "$e pytest" env GALLAMA_EXL_TINY="$TINY" python3 -m pytest -q -p no:cacheprovider --import-mode=importlib \
+      -o asyncio_mode=strict -rs "plugins/$plugin/tests/test_gpu.py"
+    say "$e: logits vs transformers (fp32 reference, same weights)"
+    check "$e logits tiny" python3 scripts/gpu_tools.py logits --engine $e --model "$TINY"
+    check "$e logits 1b" python3 scripts/gpu_tools.py logits --engine $e --model "$BIG"
+  fi
+  if [ $SERVE = 1 ]; then
+    say "$e: gallama run + openai client (1B shape)"
+    local streams=16,32
+    check "$e serve" python3 scripts/gpu_tools.py serve-check --engine $e --model "$BIG" --streams $streams \
+      --extra "$serve_extra" --log-dir "$OUT"
+  fi
+  if [ $BENCH = 1 ]; then
+    say "$e: benchmark gallama vs raw generator (1B shape)"
+    local repeat=2; [ "$e" = v2 ] && repeat=1
+    check "$e bench" python3 benchmarks/bench_exllama.py --engine $e --model "$BIG" --batches 1,8,32 \
+      --new-tokens 128 --repeat $repeat --json "$OUT/bench-$e.json"
+    cp "$OUT/bench-$e.json" "$WORK/" 2>/dev/null
+  fi
+}
+
+[ $V2 = 1 ] && run_engine v2
+[ $V3 = 1 ] && run_engine v3
+
+if [ $BENCH = 1 ] && [ $V3 = 1 ]; then
+  V2J=${V2_JSON:-$WORK/bench-v2.json}
+  [ -f "$V2J" ] && python3 - "$V2J" "$WORK/bench-v3.json" <<'PY' | tee -a "$SUMMARY"
+import json, sys
+v2, v3 = (json.load(open(p)) for p in sys.argv[1:3])
+print("\nexllamav3 vs exllama (both gallama backends, same 1B model, same prompts)")
+print("| batch | exllama tok/s | exllamav3 tok/s | v3/v2 |")
+print("|---:|---:|---:|---:|")
+r2 = {r["batch"]: r for r in v2["rows"]}
+for r in v3["rows"]:
+    a = r2.get(r["batch"])
+    if a:
+        print(f"| {r['batch']} | {a['gallama_tps']:.1f} | {r['gallama_tps']:.1f} | {r['gallama_tps'] / a['gallama_tps']:.2f} |")
+PY
+fi
+for e in v2 v3; do
+  [ -f "$OUT/bench-$e.json" ] && python3 - "$OUT/bench-$e.json" <<'PY' | tee -a "$SUMMARY"
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"\n{d['engine']} on {d['device']} ({d['model']}, {d['new_tokens']} new tokens, greedy, FP16 cache)")
+print("| batch | raw tok/s | gallama tok/s | gallama/raw |")
+print("|---:|---:|---:|---:|")
+for r in d["rows"]:
+    print(f"| {r['batch']} | {r['raw_tps']:.1f} | {r['gallama_tps']:.1f} | {r['ratio']:.3f} |")
+print(f"bandwidth limit {d['bandwidth_limit_tps']:.0f} tok/s ({d['copy_bandwidth_gbs']:.0f} GB/s copy, "
+      f"{d['weight_bytes'] / 1e9:.2f} GB weights/token); batch 1: gallama {d['batch1_pct_of_limit']:.1f}%, "
+      f"raw {d['batch1_raw_pct_of_limit']:.1f}% of it")
+PY
+done
+say "done: $FAILS failed step(s)"
+grep -E "^(PASS|FAIL)" "$SUMMARY" | sort | uniq -c | awk '{print}' >/dev/null
+exit $((FAILS > 0))
