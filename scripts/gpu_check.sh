@@ -6,7 +6,8 @@
 #   scripts/gpu_check.sh                 # both plugins (ExLlamaV2 then ExLlamaV3)
 #   scripts/gpu_check.sh --v2            # ExLlamaV2 only
 #   scripts/gpu_check.sh --v3            # ExLlamaV3 only (compares with a v2 bench JSON when one exists)
-#   options: --prebuild-v3 (start the v3 JIT build in the background, detached, while v2 runs)
+#   options: --prebuild v2|v3 (once the foreground builds are done, start that engine's JIT build detached,
+#            so that a next run on the same, still warm machine finds it built)
 #            --no-bench  --no-serve  --no-tests  --v2-json FILE
 #
 # Outputs go to $OUT (the device tool's folder) or test-output/gpu; models and builds to $GPU_WORK
@@ -17,10 +18,10 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/test-output/gpu}
 WORK=${GPU_WORK:-/tmp/gallama-gpu}
 mkdir -p "$OUT" "$WORK"
-V2=0; V3=0; PREBUILD_V3=0; BENCH=1; SERVE=1; TESTS=1; V2_JSON=""
+V2=0; V3=0; PREBUILD=""; BENCH=1; SERVE=1; TESTS=1; V2_JSON=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --v2) V2=1 ;; --v3) V3=1 ;; --prebuild-v3) PREBUILD_V3=1 ;;
+    --v2) V2=1 ;; --v3) V3=1 ;; --prebuild) PREBUILD=$2; shift ;;
     --no-bench) BENCH=0 ;; --no-serve) SERVE=0 ;; --no-tests) TESTS=0 ;;
     --v2-json) V2_JSON=$2; shift ;;
     *) echo "unknown option $1"; exit 2 ;;
@@ -61,12 +62,7 @@ build() {  # build v2|v3 MAX_JOBS: import the extension, which JIT-builds it onc
   MAX_JOBS=$2 python3 -c "import time; t=time.time(); import $mod.ext; print('built $mod in %.0fs' % (time.time()-t))" \
     >"$WORK/build-$1.log" 2>&1
 }
-if [ $PREBUILD_V3 = 1 ] && [ ! -f "$WORK/build-v3.started" ]; then
-  touch "$WORK/build-v3.started"
-  say "v3 build started in the background (detached)"
-  setsid nohup bash -c "MAX_JOBS=8 python3 -c 'import time; t=time.time(); import exllamav3.ext; print(\"built exllamav3 in %.0fs\" % (time.time()-t))' >$WORK/build-v3.log 2>&1" </dev/null >/dev/null 2>&1 &
-fi
-JOBS=16; [ $V2 = 1 ] && [ $V3 = 1 ] && JOBS=8; [ $PREBUILD_V3 = 1 ] && JOBS=8
+JOBS=16; [ $V2 = 1 ] && [ $V3 = 1 ] && JOBS=8
 PIDS=""
 if [ $V2 = 1 ]; then say "building exllamav2 (MAX_JOBS=$JOBS)"; build v2 $JOBS & PIDS="$PIDS $!"; fi
 if [ $V3 = 1 ]; then say "building exllamav3 (MAX_JOBS=$JOBS)"; build v3 $JOBS & PIDS="$PIDS $!"; fi
@@ -74,6 +70,12 @@ say "making random-weight models"
 python3 scripts/gpu_tools.py make-models --tokenizer .gpu/smollm2-135m-tokenizer --out "$WORK/models" \
   || { note "FAIL making models"; exit 1; }
 for p in $PIDS; do wait $p; done
+if [ -n "$PREBUILD" ] && [ ! -f "$WORK/build-$PREBUILD.started" ]; then
+  touch "$WORK/build-$PREBUILD.started"
+  mod=exllamav2; [ "$PREBUILD" = v3 ] && mod=exllamav3
+  say "$PREBUILD build started in the background (detached, MAX_JOBS=8)"
+  setsid nohup bash -c "MAX_JOBS=8 python3 -c 'import $mod.ext' >$WORK/build-$PREBUILD.log 2>&1" </dev/null >/dev/null 2>&1 &
+fi
 for v in v2 v3; do [ -f "$WORK/build-$v.log" ] && tail -3 "$WORK/build-$v.log" | tee -a "$SUMMARY"; done
 TINY=$WORK/models/llama-tiny
 BIG=$WORK/models/llama-1b

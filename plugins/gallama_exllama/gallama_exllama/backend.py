@@ -95,7 +95,7 @@ def load_model(model_dir: str, *, max_seq_len: int | None, cache_size: int | Non
     split = [float(g) for g in gpus] if gpus else None
 
     def callback(done: int, total: int) -> None:
-        if progress is not None and total:
+        if progress is not None and total and (done == total or done % max(1, total // 10) == 0):
             progress.update(f"loading {what} ({done}/{total} modules)", 0.1 + 0.7 * done / total)
 
     if tp:

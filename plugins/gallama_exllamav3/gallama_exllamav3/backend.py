@@ -101,7 +101,7 @@ def load_model(model_dir: str, *, max_seq_len: int | None, cache_size: int | Non
                   **cache_layer_args(cache_quant))
 
     def callback(done: int, total: int) -> None:
-        if progress is not None and total:
+        if progress is not None and total and (done == total or done % max(1, total // 10) == 0):
             progress.update(f"loading {what} ({done}/{total} modules)", 0.1 + 0.7 * done / total)
 
     kwargs: dict[str, Any] = {"callback": callback, "max_chunk_size": chunk_size, "max_batch_size": max_batch_size}
@@ -137,6 +137,12 @@ def load_exllamav3(settings: ExLlamaV3Settings, progress: LoadProgress) -> "ExLl
                           max_batch_size=settings.max_batch_size, max_chunk_size=settings.chunk_size,
                           draft_model=draft.model if draft else None, draft_cache=draft.cache if draft else None,
                           num_draft_tokens=settings.num_draft_tokens if draft else None)
+    progress.update("warming up (kernel compilation and autotuning)", 0.9)
+    try:  # first-use costs (Triton compilation, GEMM autotuning) before the first request rather than during it
+        main.model.warmup(cache=main.cache, max_chunk_size=settings.chunk_size,
+                          max_batch_size=min(settings.max_batch_size, 32))
+    except Exception as exc:  # an optimisation only
+        log.warning("ExLlamaV3 warm-up failed (first requests will be slower): %s", exc)
     torch.cuda.synchronize()
     log.info("ExLlamaV3 model %s loaded in %.1fs (cache %d tokens, %s)", settings.served_name,
              time.perf_counter() - t0, main.cache.max_num_tokens, settings.cache_quant or "FP16")
