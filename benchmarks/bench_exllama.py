@@ -142,15 +142,19 @@ async def bench(args) -> dict:
         raw_t, gal_t, gal_tokens = [], [], 0
         for _ in range(args.repeat):
             raw_t.append(raw_run(args.engine, backend, texts, args.new_tokens))
+            backend.engine.iterations = backend.engine.results = 0
             t, gal_tokens = await gallama_run(backend, texts, args.new_tokens)
             gal_t.append(t)
+        steps = backend.engine.iterations
         expected = b * args.new_tokens
         raw_tps = expected / min(raw_t)
         gal_tps = gal_tokens / min(gal_t)
         rows.append({"batch": b, "raw_tps": raw_tps, "gallama_tps": gal_tps, "ratio": gal_tps / raw_tps,
-                     "gallama_tokens": gal_tokens, "expected_tokens": expected})
+                     "gallama_tokens": gal_tokens, "expected_tokens": expected,
+                     "gallama_jobs_per_step": backend.engine.results / max(steps, 1)})
         print(f"  batch {b:3d}: raw {raw_tps:8.1f} tok/s  gallama {gal_tps:8.1f} tok/s  ratio {gal_tps / raw_tps:.3f}"
-              f"  ({gal_tokens}/{expected} tokens)", flush=True)
+              f"  ({gal_tokens}/{expected} tokens, {rows[-1]['gallama_jobs_per_step']:.1f} jobs per generator step)",
+              flush=True)
     bw = copy_bandwidth_gbs()
     wb = weight_bytes(args.model)
     limit = bw * 1e9 / wb

@@ -109,9 +109,9 @@ run_engine() {  # run_engine v2|v3
 [ $V2 = 1 ] && run_engine v2
 [ $V3 = 1 ] && run_engine v3
 
-if [ $BENCH = 1 ] && [ $V3 = 1 ]; then
-  V2J=${V2_JSON:-$WORK/bench-v2.json}
-  [ -f "$V2J" ] && python3 - "$V2J" "$WORK/bench-v3.json" <<'PY' | tee -a "$SUMMARY"
+V2J=${V2_JSON:-$WORK/bench-v2.json}
+if [ $BENCH = 1 ] && [ -f "$V2J" ] && [ -f "$WORK/bench-v3.json" ]; then
+  python3 - "$V2J" "$WORK/bench-v3.json" <<'PY' | tee -a "$SUMMARY"
 import json, sys
 v2, v3 = (json.load(open(p)) for p in sys.argv[1:3])
 print("\nexllamav3 vs exllama (both gallama backends, same 1B model, same prompts)")
@@ -125,7 +125,7 @@ for r in v3["rows"]:
 PY
 fi
 for e in v2 v3; do
-  [ -f "$OUT/bench-$e.json" ] && python3 - "$OUT/bench-$e.json" <<'PY' | tee -a "$SUMMARY"
+  [ -f "$WORK/bench-$e.json" ] && python3 - "$WORK/bench-$e.json" <<'PY' | tee -a "$SUMMARY"
 import json, sys
 d = json.load(open(sys.argv[1]))
 print(f"\n{d['engine']} on {d['device']} ({d['model']}, {d['new_tokens']} new tokens, greedy, FP16 cache)")

@@ -5,6 +5,11 @@ ExLlama's own async wrappers run ``generator.iterate()`` on the event loop, whic
 in and cancellations over through a lock-protected inbox, applied between iterations (the generator is not
 thread-safe), and each iteration's results are handed to the asyncio side with one
 ``call_soon_threadsafe`` per event loop, so the cost per token and job is one list append.
+
+Jobs submitted during one pass of the event loop (e.g. a burst of concurrent requests) are handed to the
+engine thread together at the end of that pass: the generator then starts them in one batched prefill
+instead of admitting them one by one between decode steps (measured: 0.34x the raw generator's throughput
+at batch 32 with ExLlamaV3 when each job was handed over on its own).
 """
 
 from __future__ import annotations
@@ -45,27 +50,50 @@ class EngineLoop:
         self._closed = False
         self.error: BaseException | None = None
         self._on_iteration = on_iteration
+        # per event loop: submitted during the current pass, not yet handed over
+        self._staged: dict[asyncio.AbstractEventLoop, list[tuple[Any, JobSink]]] = {}
+        self.iterations = 0  # generator steps run (with results) and results delivered: effective batch size
+        self.results = 0
         self._thread = threading.Thread(target=self._run, name=f"exllama-{name}", daemon=True)
         self._thread.start()
 
     # -------------------------------------------------------------------------------- asyncio side
     def submit(self, job: Any) -> JobSink:
-        sink = JobSink(asyncio.get_running_loop())
-        with self._cv:
-            if self._closed or self.error is not None:
-                raise RuntimeError(f"the generator is not running: {self.error or 'closed'}")
-            self._adds.append((job, sink))
-            self._cv.notify()
+        if self._closed or self.error is not None:
+            raise RuntimeError(f"the generator is not running: {self.error or 'closed'}")
+        loop = asyncio.get_running_loop()
+        sink = JobSink(loop)
+        staged = self._staged.get(loop)
+        if staged is None:
+            staged = self._staged[loop] = []
+            loop.call_soon(self._hand_over, loop)
+        staged.append((job, sink))
         return sink
 
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        staged = self._staged.pop(loop, [])
+        with self._cv:
+            if self._closed or self.error is not None:
+                error = self.error or RuntimeError("the generator is closed")
+                for _, sink in staged:
+                    sink.queue.put_nowait(error)
+                return
+            self._adds.extend(staged)
+            self._cv.notify()
+
     def cancel(self, job: Any) -> None:
+        staged = self._staged.get(asyncio.get_running_loop(), [])
+        for i, (other, _) in enumerate(staged):
+            if other is job:  # never handed over
+                del staged[i]
+                return
         with self._cv:
             self._cancels.append(job)
             self._cv.notify()
 
     @property
     def active_jobs(self) -> int:
-        return len(self._sinks) + len(self._adds)
+        return len(self._sinks) + len(self._adds) + sum(map(len, self._staged.values()))
 
     def close(self, timeout: float = 30.0) -> None:
         with self._cv:
@@ -110,6 +138,9 @@ class EngineLoop:
                     self._flush(out)
                     self._fail_new_jobs(exc)
                     return
+                if results:
+                    self.iterations += 1
+                    self.results += len(results)
                 for result in results:
                     job = result.get("job")
                     sink = sinks.get(job)

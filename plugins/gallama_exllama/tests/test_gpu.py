@@ -91,6 +91,13 @@ def test_regex_and_stop_string(backend):
     assert text == "abc" and chunks[-1].finish_reason == "stop"
 
 
+def test_banned_strings(backend):
+    for seed in range(3):
+        text, _ = run(collect(backend, GenerationRequest(prompt="x", max_tokens=16, banned_strings=["e"],
+                                                         sampling=SamplingParams(temperature=1.0, seed=seed))))
+        assert "e" not in text.lower().rsplit(" ", 1)[0], text
+
+
 def test_prompt_too_long_is_400_before_any_chunk(backend):
     with pytest.raises(InvalidRequestError):
         run(collect(backend, GenerationRequest(prompt="word " * 5000, max_tokens=4)))

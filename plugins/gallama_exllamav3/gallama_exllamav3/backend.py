@@ -97,7 +97,8 @@ def load_model(model_dir: str, *, max_seq_len: int | None, cache_size: int | Non
     trained = read_json(path / "config.json").get("max_position_embeddings")
     seq_len = max_seq_len or int(trained or DEFAULT_MAX_SEQ_LEN)
     model = Model.from_config(config)
-    cache = Cache(model, max_num_tokens=_round_page(max(cache_size or seq_len, seq_len)),
+    # at least one prompt chunk: ExLlamaV3 measures the split with a (1, max_chunk_size) batch through the cache
+    cache = Cache(model, max_num_tokens=_round_page(max(cache_size or seq_len, seq_len, chunk_size)),
                   **cache_layer_args(cache_quant))
 
     def callback(done: int, total: int) -> None:
