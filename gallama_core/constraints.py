@@ -45,12 +45,38 @@ class RegexConstraint(Constraint):
 
 @dataclass(frozen=True)
 class JsonSchemaConstraint(Constraint):
-    """The generation is one JSON value valid against ``schema``."""
+    """The generation is one JSON value valid against ``schema`` (compact whitespace)."""
 
     schema: Any = None
 
     def lark_body(self) -> str:
-        return "%json " + json.dumps(self.schema if self.schema is not None else {})
+        return json_lark(self.schema if self.schema is not None else {})
+
+
+#: LLGuidance JSON options: one space after ':' and ',', no free whitespace (weak models otherwise ramble).
+COMPACT_JSON = {"whitespace_flexible": False, "key_separator": ": ", "item_separator": ", "}
+
+
+def json_lark(schema: Any) -> str:
+    """``%json {...}`` for a schema, with gallama's JSON formatting options."""
+    if isinstance(schema, dict) and "x-guidance" not in schema:
+        schema = {**schema, "x-guidance": COMPACT_JSON}
+    return "%json " + json.dumps(schema, ensure_ascii=False)
+
+
+def close_objects(schema: Any) -> Any:
+    """A copy of ``schema`` where objects that list ``properties`` and say nothing about
+    ``additionalProperties`` allow no others. Every output still validates against the original schema; the
+    generator just cannot wander into invented keys (OpenAI's strict mode does the same)."""
+    if isinstance(schema, list):
+        return [close_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: (close_objects(value) if key not in ("enum", "const", "default", "examples") else value)
+           for key, value in schema.items()}
+    if "properties" in out and "additionalProperties" not in out and "patternProperties" not in out:
+        out["additionalProperties"] = False
+    return out
 
 
 @dataclass(frozen=True)

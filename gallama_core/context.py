@@ -38,6 +38,8 @@ class RequestContext:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     tools_in_template: bool = False
     state: dict[str, Any] = field(default_factory=dict)
+    #: Extra fields for the role chunk that opens a streamed chat response (e.g. ``artifact_meta``).
+    first_delta_extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def model_name(self) -> str:

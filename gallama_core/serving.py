@@ -17,6 +17,7 @@ from .app_state import AppState
 from .backend import GenerationChunk, SamplingParams
 from .constraints import compile_constraints
 from .context import RequestContext
+from .prompting import render_chat_prompt
 from .errors import GallamaError, InvalidRequestError
 from .model_manager import ModelInstance
 from .protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
@@ -36,7 +37,12 @@ PLUGIN_FIELD_OWNERS = {
 
 def validation_error_to_400(exc: ValidationError) -> InvalidRequestError:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"] if not isinstance(p, int) or True)
+    loc = ""
+    for part in err["loc"]:  # field names and list indexes; skip pydantic's union-member tags
+        if isinstance(part, int):
+            loc += f"[{part}]"
+        elif part.isidentifier() and not part[0].isupper():
+            loc += ("." if loc else "") + part
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
         message = "field required"
@@ -110,22 +116,8 @@ class Pipeline:
     def _render_prompt(self, ctx: RequestContext) -> None:
         if ctx.endpoint == "completion":
             ctx.prompt = ctx.request.prompt_text + ctx.assistant_prefix
-            return
-        messages = [dict(m) for m in ctx.messages]
-        if ctx.system_prompt_additions:
-            addition = "\n\n".join(ctx.system_prompt_additions)
-            if messages and messages[0]["role"] in ("system", "developer"):
-                messages[0]["content"] = f"{messages[0]['content']}\n\n{addition}".strip()
-            else:
-                messages.insert(0, {"role": "system", "content": addition})
-        for m in messages:
-            if m["role"] == "developer":
-                m["role"] = "system"
-        template = ctx.backend.chat_template
-        if template is None:
-            raise InvalidRequestError(f"model {ctx.model_name!r} has no chat template; use /v1/completions")
-        tools = ctx.state.get("template_tools") if ctx.tools_in_template else None
-        ctx.prompt = template.render(messages, add_generation_prompt=True, tools=tools) + ctx.assistant_prefix
+        else:
+            ctx.prompt = render_chat_prompt(ctx) + ctx.assistant_prefix
 
     def _grammar(self, ctx: RequestContext) -> str | None:
         for extra in self.hook.gallama_token_filters(ctx=ctx):
@@ -235,7 +227,7 @@ class Pipeline:
         try:
             if chat:
                 for index in range(ctx.request.n):
-                    yield _chunk(ctx, created, index, Delta(role="assistant", content=""))
+                    yield _chunk(ctx, created, index, Delta(role="assistant", content="", **ctx.first_delta_extra))
             elif ctx.request.echo:
                 yield _text_chunk(ctx, created, 0, ctx.request.prompt_text, None)
             async for index, event in events:

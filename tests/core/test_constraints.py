@@ -21,7 +21,7 @@ def test_regex_whole_and_prefix():
 
 def test_json_schema_and_choice_compile():
     grammar = compile_constraints([JsonSchemaConstraint(schema={"type": "object", "properties": {"a": {"type": "integer"}}})])
-    assert grammar.startswith("start: %json")
+    assert grammar.startswith("start: %json") and "whitespace_flexible" in grammar
     assert compile_constraints([ChoiceConstraint(choices=("yes", 'say "no"'))]) == 'start: "yes" | "say \\"no\\""'
 
 

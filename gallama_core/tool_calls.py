@@ -1,0 +1,164 @@
+"""Tool calls in gallama's own text format: the prompt that describes tools, the grammar that forces valid
+calls, the rendering of tool-call history, and the incremental parser that turns generated text into OpenAI
+tool-call deltas.
+
+Format (Hermes style, which many open models know)::
+
+    <tool_call>
+    {"name": "get_current_weather", "arguments": {"location": "Boston"}}
+    </tool_call>
+
+The grammar makes every call's ``arguments`` valid against that tool's JSON schema, so the parser can stream
+them as they are generated.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from .constraints import close_objects, json_lark, lark_literal
+from .protocol import ToolCallDelta, ToolCallFunctionDelta
+
+OPEN, CLOSE = "<tool_call>", "</tool_call>"
+HEADER = '{"name": '
+ARGS_KEY = ', "arguments": '
+CALL_END = "}\n" + CLOSE  # the outer object's brace, then the closing tag
+#: Most calls in one answer when parallel_tool_calls is on (the grammar ends the answer after that many).
+MAX_PARALLEL_CALLS = 8
+
+TOOL_PROMPT = """\
+# Tools
+
+You may call one or more of the tools below to help with the user's request. The tools, as JSON schemas:
+
+{tools}
+
+To call a tool, answer ONLY with one block per call, in this exact format:
+<tool_call>
+{{"name": "<tool name>", "arguments": <the arguments as a JSON object>}}
+</tool_call>
+{choice_rule}"""
+
+CHOICE_RULES = {
+    "auto": "If no tool helps, answer the user normally instead, without any <tool_call> block.",
+    "required": "You must call at least one tool.",
+    "named": "You must call the tool `{name}`.",
+}
+
+
+def tool_prompt(tools: list[dict[str, Any]], mode: str, name: str | None = None) -> str:
+    described = "\n".join(json.dumps({"name": t["name"], "description": t.get("description") or "",
+                                      "parameters": t["parameters"]}, ensure_ascii=False) for t in tools)
+    return TOOL_PROMPT.format(tools=described, choice_rule=CHOICE_RULES[mode].format(name=name))
+
+
+def call_grammar(tools: list[dict[str, Any]], parallel: bool, allow_text: bool) -> str:
+    """An LLGuidance Lark grammar: one call (or several when ``parallel``) to the given tools, each with
+    schema-valid arguments; with ``allow_text`` the answer may instead be free text that does not start with a
+    tool-call tag."""
+    rules = []
+    alternatives = []
+    for i, tool in enumerate(tools):
+        rules.append(f"fn_{i}: {lark_literal(HEADER + json.dumps(tool['name']) + ARGS_KEY)} args_{i} \"}}\"")
+        rules.append(f"args_{i}: {json_lark(close_objects(tool['parameters']))}")
+        alternatives.append(f"fn_{i}")
+    call = f'call: {lark_literal(OPEN + chr(10))} ({" | ".join(alternatives)}) {lark_literal(chr(10) + CLOSE)}'
+    calls = f'calls: call ("\\n" call)~0..{MAX_PARALLEL_CALLS - 1}' if parallel else "calls: call"
+    if allow_text:
+        start = "start: calls | TEXT\nTEXT: /(?s:.+)/ & ~/(?s:[ \\t\\r\\n]*<tool_call.*)/"
+    else:
+        start = "start: calls"
+    return "\n".join([start, calls, call, *rules])
+
+
+def new_call_id() -> str:
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+def render_tool_call(name: str, arguments: Any) -> str:
+    """One call in the text format (for assistant messages in the history)."""
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments)
+        except ValueError:
+            pass
+    return f"{OPEN}\n{HEADER}{json.dumps(name)}{ARGS_KEY}{json.dumps(arguments, ensure_ascii=False)}}}\n{CLOSE}"
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+
+_HEADER_RE = re.compile(r'\s*' + re.escape(OPEN) + r'\n\{"name": "((?:[^"\\]|\\.)*)", "arguments": ')
+
+
+@dataclass
+class ToolCallParser:
+    """Feed generated text; get content text or tool-call deltas back, incrementally.
+
+    The output is plain content unless it starts with ``<tool_call>`` (the grammar guarantees the rest is
+    then well-formed calls). Text that might still become a tag is held back until it is decided.
+    """
+
+    mode: str = "undecided"  # undecided | text | calls
+    buffer: str = ""
+    calls: list[dict[str, str]] = field(default_factory=list)
+    _in_args: bool = False
+
+    def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
+        self.buffer += text
+        if self.mode == "undecided":
+            stripped = self.buffer.lstrip()
+            if stripped.startswith(OPEN):
+                self.mode = "calls"
+            elif not stripped or OPEN.startswith(stripped):
+                return "", []
+            else:
+                self.mode = "text"
+        if self.mode == "text":
+            out, self.buffer = self.buffer, ""
+            return out, []
+        return "", self._parse_calls()
+
+    def finish(self) -> tuple[str, list[ToolCallDelta]]:
+        """Flush at the end of generation (a truncated call keeps what was generated)."""
+        if self.mode != "calls":
+            out, self.buffer = self.buffer, ""
+            return out, []
+        deltas = self._parse_calls()
+        if self._in_args and self.buffer:
+            deltas.append(self._args_delta(self.buffer))
+            self.buffer = ""
+        return "", deltas
+
+    def _args_delta(self, fragment: str) -> ToolCallDelta:
+        self.calls[-1]["arguments"] += fragment
+        return ToolCallDelta(index=len(self.calls) - 1, function=ToolCallFunctionDelta(arguments=fragment))
+
+    def _parse_calls(self) -> list[ToolCallDelta]:
+        deltas: list[ToolCallDelta] = []
+        while True:
+            if not self._in_args:
+                match = _HEADER_RE.match(self.buffer)
+                if not match:
+                    return deltas
+                name = json.loads(f'"{match.group(1)}"')
+                call = {"id": new_call_id(), "name": name, "arguments": ""}
+                self.calls.append(call)
+                deltas.append(ToolCallDelta(index=len(self.calls) - 1, id=call["id"], type="function",
+                                            function=ToolCallFunctionDelta(name=name, arguments="")))
+                self.buffer = self.buffer[match.end():]
+                self._in_args = True
+            end = self.buffer.find(CALL_END)
+            if end < 0:
+                safe = len(self.buffer) - (len(CALL_END) - 1)
+                if safe > 0:
+                    deltas.append(self._args_delta(self.buffer[:safe]))
+                    self.buffer = self.buffer[safe:]
+                return deltas
+            if end:
+                deltas.append(self._args_delta(self.buffer[:end]))
+            self.buffer = self.buffer[end + len(CALL_END):]
+            self._in_args = False
