@@ -204,8 +204,12 @@ def main() -> int:
     ap.add_argument("--cache-size", type=int, default=32 * 1024)
     ap.add_argument("--json")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--switch-interval", type=float, help="sys.setswitchinterval for this run (GIL experiment)")
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+        print(f"GIL switch interval {sys.getswitchinterval()} s")
     result = asyncio.run(bench(args))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -344,21 +344,28 @@ class ExLlamaBackend(Backend):
         job, prompt_len = self.make_job(request)  # raises (400) before the first chunk
         sink = self.engine.submit(job)
         done = False
+        queue = sink.queue
         try:
             while True:
-                item = await sink.queue.get()
-                if item is ENGINE_GONE:
-                    raise GallamaError("the model was unloaded while generating")
-                if isinstance(item, BaseException):
-                    raise GallamaError(f"ExLlamaV2 failed: {item}") from item
-                text = item.get("text", "")
-                if item.get("eos"):
-                    done = True
-                    reason = "length" if item.get("eos_reason") == "max_new_tokens" else "stop"
-                    yield GenerationChunk(text=text, finish_reason=reason,
-                                          prompt_tokens=item.get("prompt_tokens", prompt_len),
-                                          completion_tokens=item.get("new_tokens"))
-                    return
+                items = [await queue.get()]
+                while not queue.empty():  # results that piled up while this consumer was busy: one chunk
+                    items.append(queue.get_nowait())
+                text = ""
+                for item in items:
+                    if item is ENGINE_GONE or isinstance(item, BaseException):
+                        if text:
+                            yield GenerationChunk(text=text)
+                        if item is ENGINE_GONE:
+                            raise GallamaError("the model was unloaded while generating")
+                        raise GallamaError(f"ExLlamaV2 failed: {item}") from item
+                    text += item.get("text", "")
+                    if item.get("eos"):
+                        done = True
+                        reason = "length" if item.get("eos_reason") == "max_new_tokens" else "stop"
+                        yield GenerationChunk(text=text, finish_reason=reason,
+                                              prompt_tokens=item.get("prompt_tokens", prompt_len),
+                                              completion_tokens=item.get("new_tokens"))
+                        return
                 if text:
                     yield GenerationChunk(text=text)
         finally:

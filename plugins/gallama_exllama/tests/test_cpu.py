@@ -260,3 +260,30 @@ async def test_engine_loop_batches_jobs_cancels_and_fails_cleanly():
             loop_.submit(FakeJob(1))
     finally:
         loop_.close()
+
+
+async def test_backend_generate_streams_coalesces_and_cancels():
+    """ExLlamaBackend.generate over a fake generator: chunks, final usage, cancel on early close."""
+    from gallama_core.backend import GenerationRequest
+    from gallama_exllama.backend import ExLlamaBackend
+    from gallama_exllama.engine_loop import EngineLoop
+
+    gen = FakeGenerator()
+    backend = object.__new__(ExLlamaBackend)
+    backend.engine = EngineLoop(gen, "fake")
+    backend.make_job = lambda request: (FakeJob(request.max_tokens), 7)
+    try:
+        chunks = [c async for c in backend.generate(GenerationRequest(prompt="p", max_tokens=5))]
+        assert "".join(c.text for c in chunks) == "t1 t2 t3 t4 t5 "
+        assert chunks[-1].finish_reason == "length" and chunks[-1].completion_tokens == 5
+        assert chunks[-1].prompt_tokens == 7
+        stream = backend.generate(GenerationRequest(prompt="p", max_tokens=100_000))
+        await stream.__anext__()
+        await stream.aclose()
+        for _ in range(200):
+            if gen.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert len(gen.cancelled) == 1
+    finally:
+        backend.engine.close()

@@ -216,31 +216,43 @@ class ExLlamaV3Backend(Backend):
         stops: list = list(self.stop_ids) if self.stop_on_eos else []
         stops += [s for s in request.stop if s]
         filters = [self.grammar_filter(request.grammar)] if request.grammar else None
+        # A job reserves cache pages for prompt + max_rq_tokens (or + max_new_tokens when that is None): only
+        # long answers are split into rounds, short ones reserve what they need (measured: max_rq_tokens=2048
+        # on 128-token jobs left 10.8 of 32 jobs per step and 0.40x the raw generator's throughput).
+        rq = self.settings.max_rq_tokens if self.settings.max_rq_tokens and max_new > self.settings.max_rq_tokens \
+            else None
         job = Job(input_ids=ids, max_new_tokens=max_new, sampler=ComboSampler(**sampler_kwargs(request.sampling)),
                   seed=request.sampling.seed, stop_conditions=stops, filters=filters,
                   banned_strings=request.banned_strings or None, identifier=request.request_id,
-                  decode_special_tokens=False, max_rq_tokens=self.settings.max_rq_tokens)
+                  decode_special_tokens=False, max_rq_tokens=rq)
         return job, prompt_len
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         job, prompt_len = self.make_job(request)  # raises (400) before the first chunk
         sink = self.engine.submit(job)
         done = False
+        queue = sink.queue
         try:
             while True:
-                item = await sink.queue.get()
-                if item is ENGINE_GONE:
-                    raise GallamaError("the model was unloaded while generating")
-                if isinstance(item, BaseException):
-                    raise GallamaError(f"ExLlamaV3 failed: {item}") from item
-                text = item.get("text", "")
-                if item.get("eos"):
-                    done = True
-                    reason = "length" if item.get("eos_reason") == "max_new_tokens" else "stop"
-                    yield GenerationChunk(text=text, finish_reason=reason,
-                                          prompt_tokens=item.get("prompt_tokens", prompt_len),
-                                          completion_tokens=item.get("new_tokens"))
-                    return
+                items = [await queue.get()]
+                while not queue.empty():  # results that piled up while this consumer was busy: one chunk
+                    items.append(queue.get_nowait())
+                text = ""
+                for item in items:
+                    if item is ENGINE_GONE or isinstance(item, BaseException):
+                        if text:
+                            yield GenerationChunk(text=text)
+                        if item is ENGINE_GONE:
+                            raise GallamaError("the model was unloaded while generating")
+                        raise GallamaError(f"ExLlamaV3 failed: {item}") from item
+                    text += item.get("text", "")
+                    if item.get("eos"):
+                        done = True
+                        reason = "length" if item.get("eos_reason") == "max_new_tokens" else "stop"
+                        yield GenerationChunk(text=text, finish_reason=reason,
+                                              prompt_tokens=item.get("prompt_tokens", prompt_len),
+                                              completion_tokens=item.get("new_tokens"))
+                        return
                 if text:
                     yield GenerationChunk(text=text)
         finally:

@@ -168,3 +168,36 @@ async def test_engine_loop_runs_off_the_event_loop_and_cancels():
         assert gen.cancelled == [jobs[2][0]] and gen.thread is not threading.current_thread()
     finally:
         loop_.close()
+
+
+async def test_backend_generate_streams_and_cancels():
+    """ExLlamaV3Backend.generate over a fake generator: chunks, final usage, cancel on early close."""
+    from gallama_core.backend import GenerationRequest
+    from gallama_exllamav3.backend import ExLlamaV3Backend
+    from gallama_exllamav3.engine_loop import EngineLoop
+
+    class Job(dict):
+        __hash__ = object.__hash__
+
+    def make_job(request):
+        j = Job(n=request.max_tokens, i=0)
+        j["id"] = j
+        return j, 3
+
+    gen = FakeGenerator()
+    backend = object.__new__(ExLlamaV3Backend)
+    backend.engine = EngineLoop(gen, "fake")
+    backend.make_job = make_job
+    try:
+        chunks = [c async for c in backend.generate(GenerationRequest(prompt="p", max_tokens=4))]
+        assert "".join(c.text for c in chunks) == "xxxx" and chunks[-1].finish_reason == "stop"
+        stream = backend.generate(GenerationRequest(prompt="p", max_tokens=100_000))
+        await stream.__anext__()
+        await stream.aclose()
+        for _ in range(200):
+            if gen.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        assert len(gen.cancelled) == 1
+    finally:
+        backend.engine.close()
