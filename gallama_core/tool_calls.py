@@ -28,7 +28,7 @@ HEADER = '{"name": '
 ARGS_KEY = ', "arguments": '
 CALL_END = "}\n" + CLOSE  # the outer object's brace, then the closing tag
 #: Most calls in one answer when parallel_tool_calls is on (the grammar ends the answer after that many).
-MAX_PARALLEL_CALLS = 8
+MAX_PARALLEL_CALLS = 5
 
 TOOL_PROMPT = """\
 # Tools
@@ -67,7 +67,9 @@ def call_grammar(tools: list[dict[str, Any]], parallel: bool, allow_text: bool) 
         rules.append(f"args_{i}: {json_lark(close_objects(tool['parameters']))}")
         alternatives.append(f"fn_{i}")
     call = f'call: {lark_literal(OPEN + chr(10))} ({" | ".join(alternatives)}) {lark_literal(chr(10) + CLOSE)}'
-    calls = f'calls: call ("\\n" call)~0..{MAX_PARALLEL_CALLS - 1}' if parallel else "calls: call"
+    # Nested optionals rather than Lark's `~ 0..n`, which older LLGuidance builds (llama.cpp's) reject.
+    calls = "calls: call" + ' ("\\n" call' * (MAX_PARALLEL_CALLS - 1) + ")?" * (MAX_PARALLEL_CALLS - 1) \
+        if parallel else "calls: call"
     if allow_text:
         start = "start: calls | TEXT\nTEXT: /(?s:.+)/ & ~/(?s:[ \\t\\r\\n]*<tool_call.*)/"
     else:

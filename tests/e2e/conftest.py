@@ -28,9 +28,9 @@ def default_server(gguf):
 
 @pytest.fixture(scope="session")
 def multi_server(gguf):
-    """Two models in one server: 'smol' (4 slots x 1024 tokens) and 'smol-small' (2 slots x 256 tokens)."""
+    """Two models in one server: 'smol' (4 slots x 2048 tokens) and 'smol-small' (2 slots x 256 tokens)."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    args = ["-id", f"model_id={gguf} model_name=smol n_parallel=4 max_seq_len=1024",
+    args = ["-id", f"model_id={gguf} model_name=smol n_parallel=4 max_seq_len=2048",
             "-id", f"model_id={gguf} model_name=smol-small n_parallel=2 max_seq_len=256"]
     with running_server(args, log_path=LOGS / "multi-server.log") as url:
         yield url
@@ -38,9 +38,9 @@ def multi_server(gguf):
 
 @pytest.fixture
 def client(multi_server) -> openai.OpenAI:
-    return openai.OpenAI(base_url=multi_server + "/v1", api_key="test", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=multi_server + "/v1", api_key="test", max_retries=0, timeout=900)
 
 
 @pytest.fixture
 def async_client(multi_server) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=multi_server + "/v1", api_key="test", max_retries=0, timeout=120)
+    return openai.AsyncOpenAI(base_url=multi_server + "/v1", api_key="test", max_retries=0, timeout=900)

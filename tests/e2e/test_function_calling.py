@@ -1,0 +1,196 @@
+"""Function calling and format enforcement on SmolLM2-135M: the constraint, not the model, does the work."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+import jsonschema
+import openai
+import pytest
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tool_cases import CASES, SCHEMAS, TOOLS, WEATHER
+
+pytestmark = pytest.mark.e2e
+
+
+def _check_calls(message, finish_reason, expected_name=None, single=False):
+    assert finish_reason == "tool_calls"
+    assert message.content is None
+    assert message.tool_calls, "no tool call"
+    if single:
+        assert len(message.tool_calls) == 1
+    for call in message.tool_calls:
+        assert call.type == "function" and call.id.startswith("call_")
+        assert call.function.name in SCHEMAS
+        if expected_name:
+            assert call.function.name == expected_name
+        jsonschema.validate(json.loads(call.function.arguments), SCHEMAS[call.function.name])
+
+
+async def _streamed_calls(stream):
+    calls, finish = {}, None
+    async for chunk in stream:
+        choice = chunk.choices[0] if chunk.choices else None
+        if choice is None:
+            continue
+        assert not choice.delta.content
+        for delta in choice.delta.tool_calls or []:
+            call = calls.get(delta.index)
+            if call is None:  # the first delta of a call carries index, id, type and name
+                assert delta.id and delta.type == "function" and delta.function.name
+                call = calls[delta.index] = {"id": delta.id, "name": delta.function.name, "arguments": ""}
+            else:
+                assert delta.id is None and not delta.function.name
+            call["arguments"] += delta.function.arguments or ""
+        finish = choice.finish_reason or finish
+    return [calls[i] for i in sorted(calls)], finish
+
+
+@pytest.mark.parametrize("mode", ["required", "named"])
+async def test_calls_always_schema_valid(async_client, mode):
+    """30 prompts x 5 schemas (nested objects, enums, arrays, numbers, optional fields), streamed and not."""
+    semaphore = asyncio.Semaphore(4)
+
+    async def one(index, tool, prompt):
+        choice = "required" if mode == "required" else {"type": "function", "function": {"name": tool}}
+        parallel = index % 10 == 0  # a weak model fills the parallel budget with calls: keep those few
+        kwargs = dict(model="smol", messages=[{"role": "user", "content": prompt}], tools=TOOLS, tool_choice=choice,
+                      parallel_tool_calls=parallel, max_tokens=1500 if parallel else 400, temperature=0.7, seed=index)
+        async with semaphore:
+            plain = await async_client.chat.completions.create(**kwargs)
+            _check_calls(plain.choices[0].message, plain.choices[0].finish_reason,
+                         tool if mode == "named" else None, single=not parallel)
+            calls, finish = await _streamed_calls(await async_client.chat.completions.create(stream=True, **kwargs))
+        assert finish == "tool_calls" and calls
+        for call in calls:
+            jsonschema.validate(json.loads(call["arguments"]), SCHEMAS[call["name"]])
+            if mode == "named":
+                assert call["name"] == tool
+
+    await asyncio.gather(*[one(i, tool, prompt) for i, (tool, prompt) in enumerate(CASES)])
+
+
+def test_streamed_deltas_reassemble_to_the_same_call(client):
+    for tool, prompt in CASES[::7]:
+        kwargs = dict(model="smol", messages=[{"role": "user", "content": prompt}], tools=TOOLS, max_tokens=300,
+                      tool_choice={"type": "function", "function": {"name": tool}}, temperature=0)
+        plain = client.chat.completions.create(**kwargs).choices[0].message.tool_calls
+        calls, finish = asyncio.run(_streamed_calls(_aiter(client.chat.completions.create(stream=True, **kwargs))))
+        assert [(c["name"], c["arguments"]) for c in calls] == [(c.function.name, c.function.arguments) for c in plain]
+
+
+async def _aiter(sync_stream):
+    for chunk in sync_stream:
+        yield chunk
+
+
+def test_spec_get_current_weather_example(client, capsys):
+    tools = [WEATHER]
+    messages = [{"role": "user", "content": "What's the weather like in Boston today?"}]
+    completion = client.chat.completions.create(model="smol", messages=messages, tools=tools,
+                                                tool_choice="auto")
+    print(completion.choices[0].message.tool_calls[0].function)
+    function = completion.choices[0].message.tool_calls[0].function
+    assert function.name == "get_current_weather"
+    assert "location" in json.loads(function.arguments)
+
+
+def test_auto_can_answer_in_text(client):
+    result = client.chat.completions.create(model="smol", tools=[WEATHER], tool_choice="auto", max_tokens=30,
+                                            temperature=0, messages=[{"role": "user", "content": "Tell me a joke."}])
+    message = result.choices[0].message
+    assert message.content and not message.tool_calls
+    assert result.choices[0].finish_reason in ("stop", "length")
+
+
+def test_multi_turn_with_tool_results(client):
+    messages = [
+        {"role": "user", "content": "What's the weather in Boston?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {
+            "name": "get_current_weather", "arguments": '{"location": "Boston, MA"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 22, "unit": "celsius"}'},
+    ]
+    answer = client.chat.completions.create(model="smol", messages=messages, tools=[WEATHER], tool_choice="none",
+                                            max_tokens=40, temperature=0)
+    assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
+    again = client.chat.completions.create(model="smol", messages=messages, tools=[WEATHER], tool_choice="required",
+                                           max_tokens=100, parallel_tool_calls=False)
+    _check_calls(again.choices[0].message, again.choices[0].finish_reason, single=True)
+
+
+# ------------------------------------------------------------------------------------ format enforcement
+
+REGEXES = [r"(Yes|No)", r"[0-9]{3}-[0-9]{4}", r"[A-Z][a-z]+ [A-Z][a-z]+", r"(red|green|blue)( and (red|green|blue))?",
+           r"\d+(\.\d{1,2})?", r"[a-z]+@[a-z]+\.(com|org)", r"(true|false)", r"[A-Z]{3}-[0-9]{2}",
+           r"#[0-9a-f]{6}", r"(cat|dog|bird)s?", r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r"(low|medium|high) priority",
+           r"v[0-9]\.[0-9]\.[0-9]", r"(north|south|east|west)", r"[a-z]{3,8}", r"\([0-9]{3}\) [0-9]{3}-[0-9]{4}",
+           r"(I agree|I disagree)\.", r"[1-5] stars?", r"(AM|PM)", r"Answer: [A-D]"]
+
+
+def test_regex_pattern_fully_matches(client):
+    assert len(REGEXES) >= 20
+    for i, pattern in enumerate(REGEXES):
+        result = client.chat.completions.create(model="smol", max_tokens=40, temperature=0.8, seed=i,
+                                                messages=[{"role": "user", "content": f"Give me an answer #{i}."}],
+                                                extra_body={"regex_pattern": pattern})
+        text = result.choices[0].message.content
+        assert re.fullmatch(pattern, text), (pattern, text)
+        assert result.choices[0].finish_reason == "stop"
+
+
+def test_regex_prefix_pattern(client):
+    for i in range(4):
+        result = client.chat.completions.create(
+            model="smol", messages=[{"role": "user", "content": "Is smoking bad for health? Answer with Yes or No"}],
+            temperature=0.1, max_tokens=30, seed=i, extra_body={"regex_prefix_pattern": r'(Yes|No)\.'})
+        assert re.match(r"(Yes|No)\.", result.choices[0].message.content)
+
+
+def test_leading_prompt(client):
+    result = client.chat.completions.create(model="smol", max_tokens=20, messages=[{"role": "user", "content": "Hi"}],
+                                            extra_body={"leading_prompt": "Dear user,"})
+    assert result.choices[0].message.content.startswith("Dear user,")
+    stream = client.chat.completions.create(model="smol", max_tokens=20, messages=[{"role": "user", "content": "Hi"}],
+                                            stream=True, extra_body={"leading_prompt": "Dear user,"})
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).startswith("Dear user,")
+
+
+PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0},
+                                           "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+          "required": ["name", "age"], "additionalProperties": False}
+
+
+def test_response_format_json_schema_and_object(client):
+    for i in range(5):
+        result = client.chat.completions.create(
+            model="smol", max_tokens=120, temperature=0.7, seed=i,
+            messages=[{"role": "user", "content": "Describe a person as JSON."}],
+            response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
+        jsonschema.validate(json.loads(result.choices[0].message.content), PERSON)
+    result = client.chat.completions.create(model="smol", max_tokens=120, response_format={"type": "json_object"},
+                                            messages=[{"role": "user", "content": "Give me JSON."}], temperature=0)
+    assert isinstance(json.loads(result.choices[0].message.content), dict)
+
+
+@pytest.mark.parametrize("kwargs,param", [
+    (dict(extra_body={"regex_pattern": "[a-"}), "regex_pattern"),
+    (dict(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "wat"}}}),
+     "response_format.json_schema.schema"),
+    (dict(extra_body={"regex_pattern": "a+"}, response_format={"type": "json_object"}), None),
+    (dict(tools=[WEATHER, WEATHER]), "tools[1].function.name"),
+    (dict(tools=[WEATHER], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice"),
+    (dict(tool_choice="required"), "tool_choice"),
+])
+def test_bad_constraints_are_400(client, kwargs, param):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "x"}], **kwargs)
+    if param:
+        assert info.value.body["param"] == param
+    ok = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "x"}], max_tokens=2)
+    assert ok.choices[0].message.content is not None
