@@ -129,8 +129,17 @@ class InfinityBackend(Backend):
     # ---------------------------------------------------------------------------------------- requests
     async def embed(self, texts: list[str]) -> tuple[np.ndarray, int]:
         """Unit-length (L2) vectors, one row per text, and the prompt tokens."""
-        tokens = self._apply_length_rule(await self._token_counts(texts), "input")
         await self._ensure_started()
+        if self.settings.truncate and self.counter.available:
+            # Nothing to refuse: count the tokens for `usage` in a worker thread (the Rust tokenizer releases
+            # the GIL) while the engine embeds, so counting adds no latency to the request.
+            counting = asyncio.ensure_future(asyncio.to_thread(self.counter.count, texts))
+            try:
+                vectors, _ = await self.engine.embed(sentences=texts)
+            finally:
+                counts = await counting
+            return np.asarray(vectors, dtype=np.float32), self._apply_length_rule(counts, "input")
+        tokens = self._apply_length_rule(await self._token_counts(texts), "input")
         vectors, usage = await self.engine.embed(sentences=texts)
         return np.asarray(vectors, dtype=np.float32), tokens if tokens is not None else int(usage)
 

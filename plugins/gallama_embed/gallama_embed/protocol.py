@@ -20,6 +20,7 @@ import uuid
 from typing import Any, Literal, Sequence
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from gallama_core.errors import InvalidRequestError
@@ -124,17 +125,21 @@ def decode_base64(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype="<f4")
 
 
-def embedding_response(vectors: np.ndarray, model: str, prompt_tokens: int,
-                       encoding_format: str) -> EmbeddingResponse:
-    """Shape the answer without re-validating thousands of floats (model_construct)."""
+def embedding_response_json(vectors: np.ndarray, model: str, prompt_tokens: int, encoding_format: str) -> bytes:
+    """The :class:`EmbeddingResponse` as JSON bytes, serialised by orjson straight from the float32 rows.
+
+    Floats are written in their shortest float32 form (``0.1``, not ``0.10000000149011612``): parsed back and
+    cast to float32 they are exactly the engine's values, and the body is ~40% smaller than pydantic's float64
+    output, which is what a client spends most of its time decoding."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     if encoding_format == "base64":
         items = [encode_base64(row) for row in vectors]
     else:
-        items = vectors.astype(np.float32, copy=False).tolist()
-    data = [EmbeddingData.model_construct(object="embedding", index=i, embedding=item) for i, item in enumerate(items)]
-    return EmbeddingResponse.model_construct(
-        object="list", data=data, model=model,
-        usage=EmbeddingUsage.model_construct(prompt_tokens=prompt_tokens, total_tokens=prompt_tokens))
+        items = list(vectors)
+    body = {"object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": item} for i, item in enumerate(items)],
+            "model": model, "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}}
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 # --------------------------------------------------------------------------------------------- rerank

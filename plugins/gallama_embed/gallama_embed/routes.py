@@ -13,7 +13,7 @@ from gallama_core.routes import read_json
 from gallama_core.serving import parse_request
 
 from .protocol import (EmbeddingRequest, EmbeddingResponse, RerankRequest, RerankResponse, check_count,
-                       check_dimensions, embedding_response, normalise_input, rerank_documents, rerank_response,
+                       check_dimensions, embedding_response_json, normalise_input, rerank_documents, rerank_response,
                        truncate_renormalise)
 
 ENDPOINT_NEEDS = {"embedding": "an embedding model", "rerank": "a cross-encoder reranker (served with backend=embedding)"}
@@ -53,8 +53,8 @@ def embed_router(state: AppState) -> APIRouter:
             instance.active -= 1
         check_dimensions(body.dimensions, vectors.shape[1], instance.name)
         vectors = truncate_renormalise(vectors, body.dimensions)
-        answer = embedding_response(vectors, instance.name, tokens, body.encoding_format)
-        return Response(answer.model_dump_json(), media_type="application/json")
+        return Response(embedding_response_json(vectors, instance.name, tokens, body.encoding_format),
+                        media_type="application/json")
 
     async def rerank(request: Request):
         body = parse_request(RerankRequest, await read_json(request))

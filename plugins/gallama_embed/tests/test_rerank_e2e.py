@@ -67,7 +67,7 @@ def test_rerank_on_embedding_model_is_400(main_server):
     ({"query": QUERY, "documents": ["a", ""]}, "documents"),
     ({"query": QUERY, "documents": DOCS, "top_n": 0}, "top_n"),
     ({"query": QUERY}, "documents"),
-    ({"query": QUERY, "documents": [3]}, "documents.0"),
+    ({"query": QUERY, "documents": [3]}, "documents"),  # "documents[0]..." as the core spells it
     ({"query": QUERY, "documents": DOCS, "rank_fields": ["x"]}, "rank_fields"),
 ])
 def test_bad_rerank_requests_are_400(main_server, body, param):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from gallama_core.errors import InvalidRequestError
-from gallama_embed.protocol import (RerankRequest, check_count, check_dimensions, decode_base64, embedding_response,
-                                    encode_base64, normalise_input, rerank_documents, rerank_response,
-                                    truncate_renormalise)
+from gallama_embed.protocol import (EmbeddingResponse, RerankRequest, check_count, check_dimensions, decode_base64,
+                                    embedding_response_json, encode_base64, normalise_input, rerank_documents,
+                                    rerank_response, truncate_renormalise)
 from gallama_embed.settings import EmbeddingSettings
 
 
@@ -60,11 +60,16 @@ def test_truncate_renormalise():
 def test_base64_round_trip_and_response_shape():
     vectors = np.array([[0.1, -0.5, 0.25], [1.0, 0.0, -1.0]], dtype=np.float32)
     assert np.array_equal(decode_base64(encode_base64(vectors[0])), vectors[0])
-    as_b64 = json.loads(embedding_response(vectors, "m", 7, "base64").model_dump_json())
-    as_float = json.loads(embedding_response(vectors, "m", 7, "float").model_dump_json())
+    as_b64 = json.loads(embedding_response_json(vectors, "m", 7, "base64"))
+    as_float = json.loads(embedding_response_json(vectors, "m", 7, "float"))
     assert as_float == {"object": "list", "model": "m", "usage": {"prompt_tokens": 7, "total_tokens": 7},
-                        "data": [{"object": "embedding", "index": 0, "embedding": [0.10000000149011612, -0.5, 0.25]},
+                        "data": [{"object": "embedding", "index": 0, "embedding": [0.1, -0.5, 0.25]},
                                  {"object": "embedding", "index": 1, "embedding": [1.0, 0.0, -1.0]}]}
+    assert np.array_equal(np.asarray([d["embedding"] for d in as_float["data"]], dtype=np.float32), vectors)
+    cut = json.loads(embedding_response_json(vectors[:, :2], "m", 7, "float"))  # a non-contiguous view
+    assert cut["data"][1]["embedding"] == [1.0, 0.0]
+    EmbeddingResponse.model_validate(as_float)
+    EmbeddingResponse.model_validate(as_b64)
     assert [np.array_equal(decode_base64(d["embedding"]), vectors[d["index"]]) for d in as_b64["data"]] == [True, True]
 
 
