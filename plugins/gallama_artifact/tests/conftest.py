@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import openai
 import pytest
 
 from gallama_core.testing import running_server, smollm2_gguf
-
-OUTPUT = Path(__file__).resolve().parents[3] / "test-output"
 
 
 @pytest.fixture(scope="session")

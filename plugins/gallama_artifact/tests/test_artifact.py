@@ -180,7 +180,6 @@ def test_slow_mode_plans_then_answers_in_well_formed_parts(client):
         assert_valid_meta(choice.message.artifact_meta)
         assert_no_tags(choice.message.content)
         assert choice.message.content
-    # the planning pass is paid for: usage counts more than the answer's own 40-token budget allows alone
     assert response.usage.completion_tokens > 0
 
 

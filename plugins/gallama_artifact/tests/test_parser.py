@@ -63,3 +63,22 @@ def test_unterminated_artifact_is_closed_and_a_dangling_tag_dropped():
 def test_words_that_start_like_the_tag_are_text():
     assert parse_all("an <artifactual> word") == [{"artifact_meta": {"tag_type": "text"},
                                                    "content": "an <artifactual> word"}]
+
+
+def test_grammars_compile_and_plans_become_tags():
+    from gallama_core.constraints import grammar_problem
+    from gallama_artifact.grammar import fast_grammar, opening_tag, plan_grammar, planned_grammar
+
+    assert grammar_problem(fast_grammar()) is None and grammar_problem(fast_grammar(True)) is None
+    assert grammar_problem(plan_grammar(4)) is None
+    plan = [{"tag_type": "text", "summary": "intro"},
+            {"tag_type": "artifact", "artifact_type": "code", "identifier": "qs", "language": "python",
+             "title": "Quicksort", "summary": "code"},
+            {"tag_type": "artifact", "artifact_type": "weird", "identifier": "Bad Id!", "language": "c",
+             "title": 'say "hi"', "summary": "more"}]
+    grammar = planned_grammar(plan)
+    assert grammar_problem(grammar) is None
+    assert 'identifier=\\"qs\\" type=\\"code\\" language=\\"python\\" title=\\"Quicksort\\">' in grammar
+    # invalid planned values fall back to valid ones, so the forced tag always parses
+    assert opening_tag(plan[2]) == '<artifact identifier="artifact" type="code" language="c" title="Artifact">'
+    assert parse_all(opening_tag(plan[1]) + "x</artifact>")[0]["artifact_meta"]["identifier"] == "qs"
