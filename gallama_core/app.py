@@ -41,16 +41,20 @@ def build_state(pm: pluggy.PluginManager | None = None, strict_names: bool = Fal
                     models=ModelManager(registry, strict_names=strict_names, progress_factory=progress_factory))
 
 
-def _mount_plugin_routes(app: FastAPI, state: AppState) -> None:
-    taken = {(method, route.path) for route in app.routes for method in getattr(route, "methods", None) or ()}
+def _route_keys(router) -> set[tuple[str, str]]:
+    return {(method, route.path) for route in router.routes for method in (getattr(route, "methods", None) or ("GET",))
+            if getattr(route, "path", None)}
+
+
+def _mount_plugin_routes(app: FastAPI, state: AppState, taken: set[tuple[str, str]]) -> None:
     for impl in state.pm.hook.gallama_routes.get_hookimpls():
         for router in impl.function(app_state=state) or []:
-            for route in router.routes:
-                for method in getattr(route, "methods", None) or ("GET",):
-                    if (method, route.path) in taken:
-                        raise ConfigError(f"plugin {impl.plugin_name!r} route {method} {route.path} "
-                                          "collides with an existing route")
-                    taken.add((method, route.path))
+            keys = _route_keys(router)
+            clash = sorted(keys & taken)
+            if clash:
+                method, path = clash[0]
+                raise ConfigError(f"plugin {impl.plugin_name!r} route {method} {path} collides with an existing route")
+            taken |= keys
             app.include_router(router)
 
 
@@ -89,6 +93,7 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None) -> Fa
         log.exception("unexpected error serving %s", request.url.path)
         return JSONResponse(error_envelope(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
 
-    app.include_router(core_router(state))
-    _mount_plugin_routes(app, state)
+    core = core_router(state)
+    app.include_router(core)
+    _mount_plugin_routes(app, state, _route_keys(core))
     return app

@@ -33,8 +33,9 @@ class ModelInstance:
         return self.settings.served_name
 
     @property
-    def kind(self) -> str:
-        return self.backend.kind if self.backend is not None else "chat"
+    def kind(self) -> str | None:
+        """What the model serves; unknown (None) until it has loaded."""
+        return self.backend.kind if self.backend is not None else None
 
 
 class ModelManager:
@@ -132,6 +133,7 @@ class ModelManager:
         matching = [i for i in ready if i.kind == kind]
         if not matching:
             raise InvalidRequestError(
-                f"model {ready[0].name!r} is a {ready[0].kind} model and cannot serve this {kind} endpoint",
+                f"model {ready[0].name!r} is {'an' if ready[0].kind[0] in 'aeiou' else 'a'} {ready[0].kind} model "
+                f"and cannot serve this {kind} endpoint",
                 param="model", code="wrong_model_kind")
         return min(matching, key=lambda i: i.active)

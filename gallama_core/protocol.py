@@ -300,7 +300,7 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str = "gallama"
     backend: str | None = None
-    kind: str = "chat"
+    kind: str | None = "chat"
     status: str = "ready"
 
 

@@ -35,13 +35,16 @@ PLUGIN_FIELD_OWNERS = {
 }
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
 def validation_error_to_400(exc: ValidationError) -> InvalidRequestError:
     err = exc.errors()[0]
     loc = ""
     for part in err["loc"]:  # field names and list indexes; skip pydantic's union-member tags
         if isinstance(part, int):
             loc += f"[{part}]"
-        elif part.isidentifier() and not part[0].isupper():
+        elif part.isidentifier() and not part[0].isupper() and part not in _TYPE_TAGS:
             loc += ("." if loc else "") + part
     message = err["msg"].removeprefix("Value error, ")
     if err["type"] == "missing":
