@@ -61,7 +61,7 @@ async def test_calls_always_schema_valid(async_client, mode):
         choice = "required" if mode == "required" else {"type": "function", "function": {"name": tool}}
         parallel = index % 10 == 0  # a weak model fills the parallel budget with calls: keep those few
         kwargs = dict(model="smol", messages=[{"role": "user", "content": prompt}], tools=TOOLS, tool_choice=choice,
-                      parallel_tool_calls=parallel, max_tokens=1500 if parallel else 400, temperature=0.7, seed=index)
+                      parallel_tool_calls=parallel, max_tokens=1500 if parallel else 800, temperature=0.7, seed=index)
         async with semaphore:
             plain = await async_client.chat.completions.create(**kwargs)
             _check_calls(plain.choices[0].message, plain.choices[0].finish_reason,
