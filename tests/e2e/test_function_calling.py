@@ -126,8 +126,9 @@ def test_multi_turn_with_tool_results(client):
 
 # ------------------------------------------------------------------------------------ format enforcement
 
-REGEXES = [r"(Yes|No)", r"[0-9]{3}-[0-9]{4}", r"[A-Z][a-z]+ [A-Z][a-z]+", r"(red|green|blue)( and (red|green|blue))?",
-           r"\d+(\.\d{1,2})?", r"[a-z]+@[a-z]+\.(com|org)", r"(true|false)", r"[A-Z]{3}-[0-9]{2}",
+# Quantifiers are bounded: an unbounded `\d+` lets a weak model produce digits until max_tokens.
+REGEXES = [r"(Yes|No)", r"[0-9]{3}-[0-9]{4}", r"[A-Z][a-z]{1,12} [A-Z][a-z]{1,12}", r"(red|green|blue)( and (red|green|blue))?",
+           r"\d{1,6}(\.\d{1,2})?", r"[a-z]{1,12}@[a-z]{1,12}\.(com|org)", r"(true|false)", r"[A-Z]{3}-[0-9]{2}",
            r"#[0-9a-f]{6}", r"(cat|dog|bird)s?", r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r"(low|medium|high) priority",
            r"v[0-9]\.[0-9]\.[0-9]", r"(north|south|east|west)", r"[a-z]{3,8}", r"\([0-9]{3}\) [0-9]{3}-[0-9]{4}",
            r"(I agree|I disagree)\.", r"[1-5] stars?", r"(AM|PM)", r"Answer: [A-D]"]
@@ -161,8 +162,10 @@ def test_leading_prompt(client):
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices).startswith("Dear user,")
 
 
-PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 0},
-                                           "tags": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
+PERSON = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 40},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 150},
+                                           "tags": {"type": "array", "items": {"type": "string", "maxLength": 20},
+                                                    "maxItems": 3}},
           "required": ["name", "age"], "additionalProperties": False}
 
 
@@ -173,7 +176,7 @@ def test_response_format_json_schema_and_object(client):
             messages=[{"role": "user", "content": "Describe a person as JSON."}],
             response_format={"type": "json_schema", "json_schema": {"name": "person", "schema": PERSON}})
         jsonschema.validate(json.loads(result.choices[0].message.content), PERSON)
-    result = client.chat.completions.create(model="smol", max_tokens=120, response_format={"type": "json_object"},
+    result = client.chat.completions.create(model="smol", max_tokens=400, response_format={"type": "json_object"},
                                             messages=[{"role": "user", "content": "Give me JSON."}], temperature=0)
     assert isinstance(json.loads(result.choices[0].message.content), dict)
 

@@ -1,21 +1,28 @@
-"""Tool schemas and prompts for the function-calling tests and benchmark (SmolLM2 is weak on purpose)."""
+"""Tool schemas and prompts for the function-calling tests and benchmark (SmolLM2 is weak on purpose).
+
+Free-text strings carry a maxLength: the grammar guarantees valid JSON, but a 135M model left free inside a
+string can repeat itself until max_tokens cuts the call. Bounds are how a schema tells any model when to stop.
+"""
 
 from __future__ import annotations
 
 WEATHER = {"type": "function", "function": {
     "name": "get_current_weather", "description": "Get the current weather in a given location",
     "parameters": {"type": "object", "properties": {
-        "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+        "location": {"type": "string", "maxLength": 60,
+                     "description": "The city and state, e.g. San Francisco, CA"},
         "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}, "required": ["location"]}}}
 
 EVENT = {"type": "function", "function": {
     "name": "create_event", "description": "Create a calendar event",
     "parameters": {"type": "object", "properties": {
-        "title": {"type": "string", "minLength": 1},
-        "location": {"type": "object", "properties": {"city": {"type": "string"}, "room": {"type": "integer"}},
+        "title": {"type": "string", "minLength": 1, "maxLength": 60},
+        "location": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 40},
+                                                    "room": {"type": "integer"}},
                      "required": ["city"]},
         "attendees": {"type": "array", "items": {"type": "object", "properties": {
-            "name": {"type": "string"}, "email": {"type": "string"}}, "required": ["name"]}, "maxItems": 4}},
+            "name": {"type": "string", "maxLength": 40}, "email": {"type": "string", "maxLength": 60}},
+            "required": ["name"]}, "maxItems": 4}},
         "required": ["title", "location", "attendees"]}}}
 
 THERMOSTAT = {"type": "function", "function": {
@@ -29,7 +36,8 @@ THERMOSTAT = {"type": "function", "function": {
 SHOPPING = {"type": "function", "function": {
     "name": "add_to_shopping_list", "description": "Add items to the shopping list",
     "parameters": {"type": "object", "properties": {
-        "items": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 6},
+        "items": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 40}, "minItems": 1,
+                  "maxItems": 6},
         "urgent": {"type": "boolean"}}, "required": ["items"]}}}
 
 FLIGHTS = {"type": "function", "function": {
