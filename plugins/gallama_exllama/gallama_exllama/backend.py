@@ -24,8 +24,8 @@ from gallama_core.backend import Backend, GenerationChunk, GenerationRequest
 from gallama_core.errors import GallamaError, InvalidRequestError
 from gallama_core.registrations import LoadProgress
 
-from .engine_loop import ENGINE_GONE, EngineLoop
-from .hf_files import chat_template_from_dir, check_model_dir, read_json, wants_bos
+from gallama_core.engine_thread import ENGINE_GONE, EngineLoop
+from gallama_core.hf_model_dir import chat_template_from_dir, check_model_dir, read_json, wants_bos
 from .sampling import sampler_attributes
 from .settings import ExLlamaSettings
 

@@ -17,7 +17,7 @@ def _load(settings, progress):
 
 def _detect(model_path: str) -> bool:
     """An EXL2 folder is ours; unquantized HF folders are left to the default backend (which is this one)."""
-    from .hf_files import is_model_dir, quant_method
+    from gallama_core.hf_model_dir import is_model_dir, quant_method
 
     return is_model_dir(model_path) and quant_method(model_path) == "exl2"
 

@@ -82,7 +82,7 @@ def test_detect_claims_exl2_folders_only(tmp_path):
 
 
 def test_chat_template_from_tokenizer_config(tmp_path):
-    from gallama_exllama.hf_files import chat_template_from_dir
+    from gallama_core.hf_model_dir import chat_template_from_dir
 
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({
         "bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": True,
@@ -215,7 +215,7 @@ class FakeGenerator:
 
 
 async def _consume(loop_, job, limit=None):
-    from gallama_exllama.engine_loop import ENGINE_GONE
+    from gallama_core.engine_thread import ENGINE_GONE
 
     sink = loop_.submit(job)
     texts = []
@@ -232,7 +232,7 @@ async def _consume(loop_, job, limit=None):
 
 
 async def test_engine_loop_batches_jobs_cancels_and_fails_cleanly():
-    from gallama_exllama.engine_loop import EngineLoop
+    from gallama_core.engine_thread import EngineLoop
 
     gen = FakeGenerator()
     loop_ = EngineLoop(gen, "fake")
@@ -266,7 +266,7 @@ async def test_backend_generate_streams_coalesces_and_cancels():
     """ExLlamaBackend.generate over a fake generator: chunks, final usage, cancel on early close."""
     from gallama_core.backend import GenerationRequest
     from gallama_exllama.backend import ExLlamaBackend
-    from gallama_exllama.engine_loop import EngineLoop
+    from gallama_core.engine_thread import EngineLoop
 
     gen = FakeGenerator()
     backend = object.__new__(ExLlamaBackend)

@@ -22,8 +22,8 @@ from gallama_core.backend import Backend, GenerationChunk, GenerationRequest, Sa
 from gallama_core.errors import GallamaError, InvalidRequestError
 from gallama_core.registrations import LoadProgress
 
-from .engine_loop import ENGINE_GONE, EngineLoop
-from .hf_files import chat_template_from_dir, check_model_dir, read_json, wants_bos
+from gallama_core.engine_thread import ENGINE_GONE, EngineLoop
+from gallama_core.hf_model_dir import chat_template_from_dir, check_model_dir, read_json, wants_bos
 from .settings import CACHE_LAYERS, ExLlamaV3Settings
 
 log = logging.getLogger("gallama.exllamav3")

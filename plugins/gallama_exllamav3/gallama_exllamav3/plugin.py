@@ -17,7 +17,7 @@ def _load(settings, progress):
 
 def _detect(model_path: str) -> bool:
     """EXL3 folders (config.json says quant_method exl3) are ours."""
-    from .hf_files import is_model_dir, quant_method
+    from gallama_core.hf_model_dir import is_model_dir, quant_method
 
     return is_model_dir(model_path) and quant_method(model_path) == "exl3"
 

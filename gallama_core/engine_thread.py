@@ -1,4 +1,4 @@
-"""Drive a synchronous ExLlama generator (``enqueue`` / ``cancel`` / ``iterate``) from one engine thread.
+"""Drive a synchronous generator (ExLlama style: ``enqueue`` / ``cancel`` / ``iterate``) from one engine thread.
 
 ExLlama's own async wrappers run ``generator.iterate()`` on the event loop, which blocks the server's loop
 (HTTP, SSE encoding) for every forward pass. Here one daemon thread owns the generator: requests hand jobs
@@ -19,7 +19,7 @@ import logging
 import threading
 from typing import Any, Callable
 
-log = logging.getLogger("gallama.exllama.loop")
+log = logging.getLogger("gallama.engine")
 
 #: Pushed to a job's queue when the engine died or closed: the consumer raises instead of waiting forever.
 ENGINE_GONE = "engine-gone"
@@ -54,7 +54,7 @@ class EngineLoop:
         self._staged: dict[asyncio.AbstractEventLoop, list[tuple[Any, JobSink]]] = {}
         self.iterations = 0  # generator steps run (with results) and results delivered: effective batch size
         self.results = 0
-        self._thread = threading.Thread(target=self._run, name=f"exllama-{name}", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
     # -------------------------------------------------------------------------------- asyncio side

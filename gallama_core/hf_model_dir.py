@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gallama_core.chat_template import CHATML_TEMPLATE, ChatTemplate
+from .chat_template import CHATML_TEMPLATE, ChatTemplate
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
