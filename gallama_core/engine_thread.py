@@ -17,7 +17,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
+
+from .backend import GenerationChunk
+from .errors import GallamaError
 
 log = logging.getLogger("gallama.engine")
 
@@ -90,6 +93,39 @@ class EngineLoop:
         with self._cv:
             self._cancels.append(job)
             self._cv.notify()
+
+    async def stream(self, job: Any, prompt_len: int, engine_name: str) -> "AsyncIterator[GenerationChunk]":
+        """Submit ``job`` and yield its results as chunks (results that piled up while the consumer was busy
+        become one chunk). Closing the iterator before the end cancels the job and frees its cache."""
+        sink = self.submit(job)
+        done = False
+        queue = sink.queue
+        try:
+            while True:
+                items = [await queue.get()]
+                while not queue.empty():
+                    items.append(queue.get_nowait())
+                text = ""
+                for item in items:
+                    if item is ENGINE_GONE or isinstance(item, BaseException):
+                        if text:
+                            yield GenerationChunk(text=text)
+                        if item is ENGINE_GONE:
+                            raise GallamaError("the model was unloaded while generating")
+                        raise GallamaError(f"{engine_name} failed: {item}") from item
+                    text += item.get("text", "")
+                    if item.get("eos"):
+                        done = True
+                        reason = "length" if item.get("eos_reason") == "max_new_tokens" else "stop"
+                        yield GenerationChunk(text=text, finish_reason=reason,
+                                              prompt_tokens=item.get("prompt_tokens", prompt_len),
+                                              completion_tokens=item.get("new_tokens"))
+                        return
+                if text:
+                    yield GenerationChunk(text=text)
+        finally:
+            if not done:
+                self.cancel(job)  # client gone or error: free the job's cache pages
 
     @property
     def active_jobs(self) -> int:

@@ -22,7 +22,7 @@ from gallama_core.backend import Backend, GenerationChunk, GenerationRequest, Sa
 from gallama_core.errors import GallamaError, InvalidRequestError
 from gallama_core.registrations import LoadProgress
 
-from gallama_core.engine_thread import ENGINE_GONE, EngineLoop
+from gallama_core.engine_thread import EngineLoop
 from gallama_core.hf_model_dir import chat_template_from_dir, check_model_dir, read_json, wants_bos
 from .settings import CACHE_LAYERS, ExLlamaV3Settings
 
@@ -229,35 +229,8 @@ class ExLlamaV3Backend(Backend):
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         job, prompt_len = self.make_job(request)  # raises (400) before the first chunk
-        sink = self.engine.submit(job)
-        done = False
-        queue = sink.queue
-        try:
-            while True:
-                items = [await queue.get()]
-                while not queue.empty():  # results that piled up while this consumer was busy: one chunk
-                    items.append(queue.get_nowait())
-                text = ""
-                for item in items:
-                    if item is ENGINE_GONE or isinstance(item, BaseException):
-                        if text:
-                            yield GenerationChunk(text=text)
-                        if item is ENGINE_GONE:
-                            raise GallamaError("the model was unloaded while generating")
-                        raise GallamaError(f"ExLlamaV3 failed: {item}") from item
-                    text += item.get("text", "")
-                    if item.get("eos"):
-                        done = True
-                        reason = "length" if item.get("eos_reason") == "max_new_tokens" else "stop"
-                        yield GenerationChunk(text=text, finish_reason=reason,
-                                              prompt_tokens=item.get("prompt_tokens", prompt_len),
-                                              completion_tokens=item.get("new_tokens"))
-                        return
-                if text:
-                    yield GenerationChunk(text=text)
-        finally:
-            if not done:
-                self.engine.cancel(job)  # client gone or error: free the job's cache pages
+        async for chunk in self.engine.stream(job, prompt_len, "ExLlamaV3"):
+            yield chunk
 
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.close)
