@@ -3,8 +3,11 @@
 ExLlama's own async wrappers run ``generator.iterate()`` on the event loop, which blocks the server's loop
 (HTTP, SSE encoding) for every forward pass. Here one daemon thread owns the generator: requests hand jobs
 in and cancellations over through a lock-protected inbox, applied between iterations (the generator is not
-thread-safe), and each iteration's results are handed to the asyncio side with one
-``call_soon_threadsafe`` per event loop, so the cost per token and job is one list append.
+thread-safe), and each iteration's results go to a per-event-loop outbox. The engine thread wakes an event
+loop (``call_soon_threadsafe``) only when that loop has drained its outbox since the last wake-up: while the
+loop is busy, later steps' results pile up in the outbox and are delivered by the same wake-up. Every
+wake-up costs both threads GIL hand-overs, and the engine's per-step Python (ExLlama samples and detokenizes
+in Python) is the bottleneck at small batches, so fewer hand-overs is speed.
 
 Jobs submitted during one pass of the event loop (e.g. a burst of concurrent requests) are handed to the
 engine thread together at the end of that pass: the generator then starts them in one batched prefill
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any, AsyncIterator, Callable
 
 from .backend import GenerationChunk
@@ -38,9 +42,37 @@ class JobSink:
         self.queue: asyncio.Queue = asyncio.Queue()
 
 
-def _deliver(batch: list[tuple[JobSink, Any]]) -> None:
-    for sink, item in batch:
-        sink.queue.put_nowait(item)
+class Outbox:
+    """Results on their way to one event loop. ``scheduled``: a drain is queued on that loop already."""
+
+    __slots__ = ("loop", "lock", "items", "scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.items: list[tuple[JobSink, Any]] = []
+        self.scheduled = False
+
+    def post(self, batch: list[tuple[JobSink, Any]]) -> bool:
+        """Engine thread: add results; wake the loop unless a wake-up is pending. False: the loop is closed."""
+        with self.lock:
+            self.items += batch
+            if self.scheduled:
+                return True
+            self.scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self.drain)
+        except RuntimeError:  # that loop is closed: nobody is waiting any more
+            return False
+        return True
+
+    def drain(self) -> None:
+        """Event loop: hand everything that arrived to the jobs' queues."""
+        with self.lock:
+            items, self.items = self.items, []
+            self.scheduled = False
+        for sink, item in items:
+            sink.queue.put_nowait(item)
 
 
 class EngineLoop:
@@ -55,8 +87,11 @@ class EngineLoop:
         self._on_iteration = on_iteration
         # per event loop: submitted during the current pass, not yet handed over
         self._staged: dict[asyncio.AbstractEventLoop, list[tuple[Any, JobSink]]] = {}
+        self._outboxes: dict[asyncio.AbstractEventLoop, Outbox] = {}
         self.iterations = 0  # generator steps run (with results) and results delivered: effective batch size
         self.results = 0
+        self.wakeups = 0  # event-loop wake-ups posted (fewer than steps when results piled up)
+        self.iterate_s = 0.0  # time spent inside generator.iterate()
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -163,6 +198,7 @@ class EngineLoop:
                     except Exception:
                         log.exception("cancelling a job failed")
             if sinks:
+                t0 = time.perf_counter()
                 try:
                     results = gen.iterate()
                 except BaseException as exc:  # the generator is unusable now: fail every job, stay failed
@@ -174,6 +210,7 @@ class EngineLoop:
                     self._flush(out)
                     self._fail_new_jobs(exc)
                     return
+                self.iterate_s += time.perf_counter() - t0
                 if results:
                     self.iterations += 1
                     self.results += len(results)
@@ -207,10 +244,11 @@ class EngineLoop:
             out.setdefault(sink.loop, []).append((sink, exc))
         self._flush(out)
 
-    @staticmethod
-    def _flush(out: dict) -> None:
+    def _flush(self, out: dict) -> None:
         for loop, batch in out.items():
-            try:
-                loop.call_soon_threadsafe(_deliver, batch)
-            except RuntimeError:  # that loop is closed
-                pass
+            box = self._outboxes.get(loop)
+            if box is None:
+                box = self._outboxes[loop] = Outbox(loop)
+            self.wakeups += not box.scheduled
+            if not box.post(batch):
+                del self._outboxes[loop]
