@@ -7,7 +7,12 @@ For each batch size B: B distinct prompts, greedy, exactly ``--new-tokens`` new 
 both sides). "raw" is the engine's own ``generator.generate(prompt=[...])`` (ExLlamaV2DynamicGenerator /
 ExLlamaV3 Generator); "gallama" is ``Backend.generate`` for B concurrent requests on the asyncio loop
 (engine thread, per-token delivery, chunking), i.e. everything the server adds below HTTP. Aggregate
-tokens/s = B x new tokens / wall time, best of ``--repeat`` runs, raw and gallama alternating.
+tokens/s = B x new tokens / wall time.
+
+The GPU machines' CPUs are shared and both engines are CPU-bound at small batches, so one run's speed drifts
+by 10-30% from the next. The bench therefore runs ``--repeat`` back-to-back pairs (raw then gallama, then
+gallama then raw, ...) and reports the median of the per-pair ratios with its interquartile range, beside
+the noise floor: the median change between one raw run and the next (raw against itself).
 
 Also: decode tokens/s at batch 1 against the memory-bandwidth limit = measured device copy bandwidth /
 bytes of weights read per token (every weight once per token).
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -93,6 +99,26 @@ def load(engine: str, model_dir: str, cache_size: int, max_batch: int):
     return load_exllamav3(s, LoadProgress())
 
 
+def quantile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    if len(values) == 1:
+        return values[0]
+    pos = q * (len(values) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def print_table(result: dict) -> None:
+    """The markdown table of docs/performance.md (also used by scripts/gpu_check.sh on the JSON)."""
+    print("| batch | raw tok/s | gallama tok/s | gallama/raw (median of pairs) | IQR | raw run-to-run | pairs |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in result["rows"]:
+        noise = f"{100 * r['raw_run_to_run']:.1f}%" if r.get("raw_run_to_run") is not None else "-"
+        print(f"| {r['batch']} | {r['raw_tps']:.1f} | {r['gallama_tps']:.1f} | {r['ratio']:.3f} | "
+              f"{r['ratio_p25']:.3f}-{r['ratio_p75']:.3f} | {noise} | {r['pairs']} |")
+
+
 def raw_run(engine: str, backend, texts: list[str], new_tokens: int) -> float:
     t0 = time.perf_counter()
     if engine == "v2":
@@ -139,21 +165,32 @@ async def bench(args) -> dict:
     rows = []
     for b in args.batches:
         texts = prompts(b)
-        raw_t, gal_t, gal_tokens = [], [], 0
-        for _ in range(args.repeat):
-            raw_t.append(raw_run(args.engine, backend, texts, args.new_tokens))
-            backend.engine.iterations = backend.engine.results = 0
-            t, gal_tokens = await gallama_run(backend, texts, args.new_tokens)
-            gal_t.append(t)
-        steps = backend.engine.iterations
+        raw_tps, gal_tps, gal_tokens = [], [], 0
+        steps = results = 0
+        for i in range(args.repeat):
+            for side in (("raw", "gallama") if i % 2 == 0 else ("gallama", "raw")):
+                if side == "raw":
+                    raw_tps.append(b * args.new_tokens / raw_run(args.engine, backend, texts, args.new_tokens))
+                    continue
+                backend.engine.iterations = backend.engine.results = 0
+                t, gal_tokens = await gallama_run(backend, texts, args.new_tokens)
+                gal_tps.append(gal_tokens / t)
+                steps += backend.engine.iterations
+                results += backend.engine.results
         expected = b * args.new_tokens
-        raw_tps = expected / min(raw_t)
-        gal_tps = gal_tokens / min(gal_t)
-        rows.append({"batch": b, "raw_tps": raw_tps, "gallama_tps": gal_tps, "ratio": gal_tps / raw_tps,
-                     "gallama_tokens": gal_tokens, "expected_tokens": expected,
-                     "gallama_jobs_per_step": backend.engine.results / max(steps, 1)})
-        print(f"  batch {b:3d}: raw {raw_tps:8.1f} tok/s  gallama {gal_tps:8.1f} tok/s  ratio {gal_tps / raw_tps:.3f}"
-              f"  ({gal_tokens}/{expected} tokens, {rows[-1]['gallama_jobs_per_step']:.1f} jobs per generator step)",
+        ratios = sorted(g / r for g, r in zip(gal_tps, raw_tps))
+        aa = [abs(raw_tps[i + 1] / raw_tps[i] - 1) for i in range(len(raw_tps) - 1)]
+        row = {"batch": b, "raw_tps": statistics.median(raw_tps), "gallama_tps": statistics.median(gal_tps),
+               "ratio": statistics.median(ratios), "ratio_p25": quantile(ratios, 0.25),
+               "ratio_p75": quantile(ratios, 0.75), "raw_run_to_run": statistics.median(aa) if aa else None,
+               "pairs": len(ratios), "raw_runs_tps": raw_tps, "gallama_runs_tps": gal_tps,
+               "gallama_tokens": gal_tokens, "expected_tokens": expected,
+               "gallama_jobs_per_step": results / max(steps, 1)}
+        rows.append(row)
+        noise = f"{100 * row['raw_run_to_run']:.1f}%" if aa else "-"
+        print(f"  batch {b:3d}: raw {row['raw_tps']:8.1f} tok/s  gallama {row['gallama_tps']:8.1f} tok/s  "
+              f"ratio {row['ratio']:.3f} [{row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}]  raw run-to-run {noise}  "
+              f"({gal_tokens}/{expected} tokens, {row['gallama_jobs_per_step']:.1f} jobs per generator step)",
               flush=True)
     bw = copy_bandwidth_gbs()
     wb = weight_bytes(args.model)
@@ -166,10 +203,7 @@ async def bench(args) -> dict:
               "batch1_raw_pct_of_limit": (100 * b1["raw_tps"] / limit) if b1 else None}
     name = {"v2": "exllama (ExLlamaV2)", "v3": "exllamav3 (ExLlamaV3)"}[args.engine]
     print(f"\n{name} on {result['device']}, {result['model']}, {args.new_tokens} new tokens/request, greedy, FP16 cache")
-    print("| batch | raw tok/s | gallama tok/s | gallama/raw |")
-    print("|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['batch']} | {r['raw_tps']:.1f} | {r['gallama_tps']:.1f} | {r['ratio']:.3f} |")
+    print_table(result)
     print(f"copy bandwidth {bw:.0f} GB/s, weights {wb / 1e9:.2f} GB/token -> limit {limit:.0f} tok/s at batch 1; "
           f"gallama batch 1 = {result['batch1_pct_of_limit']:.1f}% of it (raw {result['batch1_raw_pct_of_limit']:.1f}%)")
     if args.profile:
@@ -200,7 +234,7 @@ def main() -> int:
     ap.add_argument("--model", required=True)
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--new-tokens", type=int, default=128)
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=9, help="raw/gallama pairs per batch size")
     ap.add_argument("--cache-size", type=int, default=32 * 1024)
     ap.add_argument("--json")
     ap.add_argument("--profile", action="store_true")

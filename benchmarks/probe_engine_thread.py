@@ -33,8 +33,8 @@ def per_step_post(self, batch):  # the delivery before the outbox: one wake-up p
     try:
         self.loop.call_soon_threadsafe(self.drain)
     except RuntimeError:
-        return False
-    return True
+        return "closed"
+    return "woke"
 
 
 async def run_variant(name: str, backend, engine: str, texts: list[str], new_tokens: int) -> dict:

@@ -53,18 +53,20 @@ class Outbox:
         self.items: list[tuple[JobSink, Any]] = []
         self.scheduled = False
 
-    def post(self, batch: list[tuple[JobSink, Any]]) -> bool:
-        """Engine thread: add results; wake the loop unless a wake-up is pending. False: the loop is closed."""
+    def post(self, batch: list[tuple[JobSink, Any]]) -> str:
+        """Engine thread: add results and wake the loop unless a wake-up is pending already.
+
+        Returns "woke", "queued" (rides on the pending wake-up) or "closed" (the loop is gone)."""
         with self.lock:
             self.items += batch
             if self.scheduled:
-                return True
+                return "queued"
             self.scheduled = True
         try:
             self.loop.call_soon_threadsafe(self.drain)
         except RuntimeError:  # that loop is closed: nobody is waiting any more
-            return False
-        return True
+            return "closed"
+        return "woke"
 
     def drain(self) -> None:
         """Event loop: hand everything that arrived to the jobs' queues."""
@@ -249,6 +251,8 @@ class EngineLoop:
             box = self._outboxes.get(loop)
             if box is None:
                 box = self._outboxes[loop] = Outbox(loop)
-            self.wakeups += not box.scheduled
-            if not box.post(batch):
+            posted = box.post(batch)
+            if posted == "woke":
+                self.wakeups += 1
+            elif posted == "closed":
                 del self._outboxes[loop]

@@ -99,7 +99,8 @@ run_engine() {  # run_engine v2|v3
   fi
   if [ $BENCH = 1 ]; then
     say "$e: benchmark gallama vs raw generator (1B shape)"
-    local repeat=2; [ "$e" = v2 ] && repeat=1
+    # pairs of runs: the machines' shared CPUs make one run drift 10-30% from the next (see the bench's doc)
+    local repeat=9; [ "$e" = v2 ] && repeat=3  # v2 decodes one job at a time: batch 32 takes ~25 s a run
     check "$e bench" python3 benchmarks/bench_exllama.py --engine $e --model "$BIG" --batches 1,8,32 \
       --new-tokens 128 --repeat $repeat --json "$OUT/bench-$e.json"
     cp "$OUT/bench-$e.json" "$WORK/" 2>/dev/null
@@ -127,12 +128,11 @@ fi
 for e in v2 v3; do
   [ -f "$WORK/bench-$e.json" ] && python3 - "$WORK/bench-$e.json" <<'PY' | tee -a "$SUMMARY"
 import json, sys
+sys.path.insert(0, "benchmarks")
+from bench_exllama import print_table
 d = json.load(open(sys.argv[1]))
 print(f"\n{d['engine']} on {d['device']} ({d['model']}, {d['new_tokens']} new tokens, greedy, FP16 cache)")
-print("| batch | raw tok/s | gallama tok/s | gallama/raw |")
-print("|---:|---:|---:|---:|")
-for r in d["rows"]:
-    print(f"| {r['batch']} | {r['raw_tps']:.1f} | {r['gallama_tps']:.1f} | {r['ratio']:.3f} |")
+print_table(d)
 print(f"bandwidth limit {d['bandwidth_limit_tps']:.0f} tok/s ({d['copy_bandwidth_gbs']:.0f} GB/s copy, "
       f"{d['weight_bytes'] / 1e9:.2f} GB weights/token); batch 1: gallama {d['batch1_pct_of_limit']:.1f}%, "
       f"raw {d['batch1_raw_pct_of_limit']:.1f}% of it")
