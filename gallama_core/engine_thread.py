@@ -28,18 +28,40 @@ from .errors import GallamaError
 
 log = logging.getLogger("gallama.engine")
 
-#: Pushed to a job's queue when the engine died or closed: the consumer raises instead of waiting forever.
+#: Pushed to a job's sink when the engine died or closed: the consumer raises instead of waiting forever.
 ENGINE_GONE = "engine-gone"
 
 
 class JobSink:
-    """Where one job's results go: an asyncio queue on the loop that asked for the job."""
+    """Where one job's results go, on the event loop that asked for the job: a list and at most one waiter
+    (lighter than an ``asyncio.Queue``; this runs once per job and token)."""
 
-    __slots__ = ("loop", "queue")
+    __slots__ = ("loop", "items", "waiter")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = loop
-        self.queue: asyncio.Queue = asyncio.Queue()
+        self.items: list = []
+        self.waiter: asyncio.Future | None = None
+
+    def push(self, item: Any) -> None:
+        """Event loop only."""
+        self.items.append(item)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def take(self) -> list:
+        """Everything that arrived since the last call, waiting for at least one item."""
+        while not self.items:
+            self.waiter = self.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+        items, self.items = self.items, []
+        return items
 
 
 class Outbox:
@@ -74,7 +96,7 @@ class Outbox:
             items, self.items = self.items, []
             self.scheduled = False
         for sink, item in items:
-            sink.queue.put_nowait(item)
+            sink.push(item)
 
 
 class EngineLoop:
@@ -116,7 +138,7 @@ class EngineLoop:
             if self._closed or self.error is not None:
                 error = self.error or RuntimeError("the generator is closed")
                 for _, sink in staged:
-                    sink.queue.put_nowait(error)
+                    sink.push(error)
                 return
             self._adds.extend(staged)
             self._cv.notify()
@@ -136,12 +158,9 @@ class EngineLoop:
         become one chunk). Closing the iterator before the end cancels the job and frees its cache."""
         sink = self.submit(job)
         done = False
-        queue = sink.queue
         try:
             while True:
-                items = [await queue.get()]
-                while not queue.empty():
-                    items.append(queue.get_nowait())
+                items = await sink.take()
                 text = ""
                 for item in items:
                     if item is ENGINE_GONE or isinstance(item, BaseException):

@@ -220,15 +220,15 @@ async def _consume(loop_, job, limit=None):
     sink = loop_.submit(job)
     texts = []
     while True:
-        item = await sink.queue.get()
-        if item is ENGINE_GONE or isinstance(item, BaseException):
-            return texts, item
-        texts.append(item["text"])
-        if item["eos"]:
-            return texts, None
-        if limit and len(texts) >= limit:
-            loop_.cancel(job)
-            return texts, "cancelled"
+        for item in await sink.take():
+            if item is ENGINE_GONE or isinstance(item, BaseException):
+                return texts, item
+            texts.append(item["text"])
+            if item["eos"]:
+                return texts, None
+            if limit and len(texts) >= limit:
+                loop_.cancel(job)
+                return texts, "cancelled"
 
 
 async def test_engine_loop_batches_jobs_cancels_and_fails_cleanly():

@@ -153,11 +153,8 @@ async def test_engine_loop_runs_off_the_event_loop_and_cancels():
         got = {}
         for j, sink in jobs[:2]:
             items = []
-            while True:
-                item = await sink.queue.get()
-                items.append(item)
-                if item["eos"]:
-                    break
+            while not items or not items[-1]["eos"]:
+                items += await sink.take()
             got[j["n"]] = len(items)
         assert got == {3: 3, 5: 5}
         loop_.cancel(jobs[2][0])
