@@ -46,11 +46,8 @@ class JobSink:
     def push(self, item: Any) -> None:
         """Event loop only."""
         self.items.append(item)
-        waiter = self.waiter
-        if waiter is not None:
-            self.waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
     async def take(self) -> list:
         """Everything that arrived since the last call, waiting for at least one item."""
@@ -80,6 +77,9 @@ class Outbox:
 
         Returns "woke", "queued" (rides on the pending wake-up) or "closed" (the loop is gone)."""
         with self.lock:
+            if self.loop.is_closed():  # a pending wake-up will never run: drop, as nobody is waiting
+                self.items.clear()
+                return "closed"
             self.items += batch
             if self.scheduled:
                 return "queued"
@@ -91,7 +91,7 @@ class Outbox:
         return "woke"
 
     def drain(self) -> None:
-        """Event loop: hand everything that arrived to the jobs' queues."""
+        """Event loop: hand everything that arrived to the jobs' sinks."""
         with self.lock:
             items, self.items = self.items, []
             self.scheduled = False

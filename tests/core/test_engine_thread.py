@@ -139,3 +139,18 @@ async def test_closing_the_engine_ends_waiting_streams():
     with pytest.raises(GallamaError, match="unloaded"):
         async for _ in stream:
             pass
+
+
+
+def test_an_outbox_whose_loop_closed_with_a_wake_up_pending_drops_results():
+    """The loop closed before running the pending drain: later results are dropped, not kept forever."""
+    from gallama_core.engine_thread import JobSink, Outbox
+
+    loop = asyncio.new_event_loop()
+    box = Outbox(loop)
+    sink = JobSink(loop)
+    assert box.post([(sink, {"text": "a"})]) == "woke"
+    assert box.post([(sink, {"text": "b"})]) == "queued"  # rides on the pending wake-up
+    loop.close()  # the drain never ran
+    assert box.post([(sink, {"text": "c"})]) == "closed"
+    assert box.items == [] and sink.items == []
