@@ -84,3 +84,14 @@ def check_model_dir(path: str) -> Path:
     if not any(p.glob("*.safetensors")):
         raise FileNotFoundError(f"{path} has no *.safetensors weights")
     return p
+
+
+def eos_token_ids(model_dir: str | os.PathLike, *known: Any) -> list[int]:
+    """The model's EOS token ids, in order and unique: ``known`` (what the engine read from config.json and the
+    tokenizer: ints, lists of ints or None) first, then ``generation_config.json``'s ``eos_token_id``."""
+    ids: list[int] = []
+    for value in (*known, read_json(Path(model_dir) / "generation_config.json").get("eos_token_id")):
+        for v in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(v, int) and v >= 0 and v not in ids:
+                ids.append(v)
+    return ids

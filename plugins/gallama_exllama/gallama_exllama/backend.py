@@ -25,7 +25,7 @@ from gallama_core.errors import GallamaError, InvalidRequestError
 from gallama_core.registrations import LoadProgress
 
 from gallama_core.engine_thread import EngineLoop
-from gallama_core.hf_model_dir import chat_template_from_dir, check_model_dir, read_json, wants_bos
+from gallama_core.hf_model_dir import chat_template_from_dir, check_model_dir, eos_token_ids, wants_bos
 from .sampling import sampler_attributes
 from .settings import ExLlamaSettings
 
@@ -263,13 +263,7 @@ def check_same_vocab(main: Loaded, draft: Loaded) -> None:
 
 
 def eos_ids(loaded: Loaded) -> list[int]:
-    ids: list[int] = []
-    for value in (loaded.config.eos_token_id, loaded.tokenizer.eos_token_id,
-                  read_json(loaded.model_dir / "generation_config.json").get("eos_token_id")):
-        for v in (value if isinstance(value, list) else [value]):
-            if isinstance(v, int) and v >= 0 and v not in ids:
-                ids.append(v)
-    return ids
+    return eos_token_ids(loaded.model_dir, loaded.config.eos_token_id, loaded.tokenizer.eos_token_id)
 
 
 # ------------------------------------------------------------------------------------------- serving

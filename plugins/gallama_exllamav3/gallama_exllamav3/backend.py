@@ -23,7 +23,7 @@ from gallama_core.errors import GallamaError, InvalidRequestError
 from gallama_core.registrations import LoadProgress
 
 from gallama_core.engine_thread import EngineLoop
-from gallama_core.hf_model_dir import chat_template_from_dir, check_model_dir, read_json, wants_bos
+from gallama_core.hf_model_dir import chat_template_from_dir, check_model_dir, eos_token_ids, read_json, wants_bos
 from .settings import CACHE_LAYERS, ExLlamaV3Settings
 
 log = logging.getLogger("gallama.exllamav3")
@@ -161,15 +161,9 @@ def check_same_vocab(main: Loaded, draft: Loaded) -> None:
 
 
 def eos_ids(loaded: Loaded) -> list[int]:
-    ids: list[int] = []
     cfg = loaded.config
-    for value in (getattr(cfg, "eos_token_id_list", None), getattr(cfg, "eos_token_id", None),
-                  loaded.tokenizer.eos_token_id,
-                  read_json(loaded.model_dir / "generation_config.json").get("eos_token_id")):
-        for v in (value if isinstance(value, (list, tuple)) else [value]):
-            if isinstance(v, int) and v >= 0 and v not in ids:
-                ids.append(v)
-    return ids
+    return eos_token_ids(loaded.model_dir, getattr(cfg, "eos_token_id_list", None), getattr(cfg, "eos_token_id", None),
+                         loaded.tokenizer.eos_token_id)
 
 
 class ExLlamaV3Backend(Backend):

@@ -198,3 +198,15 @@ async def test_backend_generate_streams_and_cancels():
         assert len(gen.cancelled) == 1
     finally:
         backend.engine.close()
+
+
+def test_eos_ids_from_config_tokenizer_and_generation_config(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from gallama_exllamav3.backend import eos_ids
+
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 9}))
+    loaded = SimpleNamespace(model_dir=tmp_path, config=SimpleNamespace(eos_token_id_list=[4, 2], eos_token_id=2),
+                             tokenizer=SimpleNamespace(eos_token_id=5))
+    assert eos_ids(loaded) == [4, 2, 5, 9]
