@@ -3,7 +3,7 @@
     python benchmarks/bench_engine_thread.py [--step-ms 8] [--batches 1,8,32] [--steps 100] [--repeat 5]
 
 The ExLlama backends run the engine's synchronous generator in gallama's engine thread
-(``gallama_core.engine_thread``) and stream each step's results to asyncio consumers. Here the generator is a
+(``gallama_core.models.engine_thread``) and stream each step's results to asyncio consumers. Here the generator is a
 stand-in that does what ExLlama's ``iterate()`` does to the CPU: it holds the GIL for ``--step-ms`` per step
 (ExLlamaV3 measured 7.6 / 8.2 / 12 ms per step at batch 1 / 8 / 32 on an H200 machine with a 1.2B model),
 giving it up for a moment every few microseconds as torch ops do. "raw" calls ``iterate()`` in a plain loop
@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gallama_core.engine_thread import EngineLoop  # noqa: E402
+from gallama_core.models.engine_thread import EngineLoop  # noqa: E402
 
 
 class Job:

@@ -82,7 +82,7 @@ def weight_bytes(model_dir: str, dtype_bytes: int = 2) -> int:
 
 
 def load(engine: str, model_dir: str, cache_size: int, max_batch: int):
-    from gallama_core.registrations import LoadProgress
+    from gallama_core.plugin_system.registrations import LoadProgress
 
     if engine == "v2":
         from gallama_exllama.backend import load_exllama
@@ -137,7 +137,7 @@ def raw_run(engine: str, backend, texts: list[str], new_tokens: int) -> float:
 
 
 async def gallama_run(backend, texts: list[str], new_tokens: int) -> tuple[float, int]:
-    from gallama_core.backend import GenerationRequest, SamplingParams
+    from gallama_core.models.backend import GenerationRequest, SamplingParams
 
     async def one(text: str) -> int:
         n = 0

@@ -38,7 +38,7 @@ def per_step_post(self, batch):  # the delivery before the outbox: one wake-up p
 
 
 async def run_variant(name: str, backend, engine: str, texts: list[str], new_tokens: int) -> dict:
-    from gallama_core import engine_thread
+    from gallama_core.models import engine_thread
 
     stats = {}
     if name == "raw":

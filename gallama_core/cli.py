@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from .errors import ConfigError
+from gallama_core.errors import ConfigError
 
 console = Console(stderr=True)
 app = typer.Typer(help="gallama: an OpenAI-compatible LLM server for local agentic work (function calling for any "
@@ -49,10 +49,10 @@ def run(
     """Serve models over the OpenAI API (chat, completions, models, health; plugin routes)."""
     import uvicorn
 
-    from .app import build_state, create_app
-    from .config import ensure_home, parse_id_string, resolve_model_settings
-    from .default_model import DEFAULT_MODEL_NAME, ensure_default_model
-    from .registrations import LoadProgress
+    from gallama_core.api.app import build_state, create_app
+    from gallama_core.config import ensure_home, parse_id_string, resolve_model_settings
+    from gallama_core.models.default_model import DEFAULT_MODEL_NAME, ensure_default_model
+    from gallama_core.plugin_system.registrations import LoadProgress
 
     _setup_logging(log_level)
     home = ensure_home()
@@ -80,7 +80,7 @@ def run(
 @app.command()
 def plugins():
     """List the loaded plugins, their versions and the hooks they implement."""
-    from .plugins import plugin_records
+    from gallama_core.plugin_system.manager import plugin_records
 
     table = Table(title="gallama plugins")
     for column in ("plugin", "distribution", "version", "hooks"):
@@ -92,7 +92,7 @@ def plugins():
 
 
 def _catalog():
-    from .plugins import get_plugin_manager
+    from gallama_core.plugin_system.manager import get_plugin_manager
 
     return [entry for entries in get_plugin_manager().hook.gallama_model_catalog() for entry in entries or []]
 
@@ -114,7 +114,7 @@ def download(
     backend: str = typer.Option("exllama", help="Which backend's files to fetch (exllama, llama_cpp, ...)."),
 ):
     """Download a catalog model from the Hugging Face hub and add it to model_config.yaml."""
-    from .downloader import download_catalog_model
+    from gallama_core.models.downloader import download_catalog_model
 
     try:
         path = download_catalog_model(model, backend, _catalog(), console)
@@ -127,7 +127,7 @@ def main() -> None:
     """Console-script entry point: adds plugin commands, then runs the CLI."""
     if os.environ.get("GALLAMA_NO_PLUGIN_COMMANDS") != "1":
         try:
-            from .plugins import get_plugin_manager
+            from gallama_core.plugin_system.manager import get_plugin_manager
 
             get_plugin_manager().hook.gallama_commands(cli=app)
         except Exception as exc:  # a strict-mode plugin failure: say it plainly

@@ -10,9 +10,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .backend_registry import DEFAULT_BACKEND, BackendRegistry
-from .errors import ConfigError
-from .model_settings import ModelSettings
+from gallama_core.models.registry import DEFAULT_BACKEND, BackendRegistry
+from gallama_core.errors import ConfigError
+from gallama_core.models.settings import ModelSettings
 
 MODEL_CONFIG_FILE = "model_config.yaml"
 PLUGIN_CONFIG_FILE = "gallama.yaml"

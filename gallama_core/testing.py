@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from .default_model import ensure_default_model
+from gallama_core.models.default_model import ensure_default_model
 
 
 def free_port() -> int:

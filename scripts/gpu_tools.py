@@ -70,7 +70,7 @@ def logits_check(engine: str, model_dir: str, tolerance: float, seq: int = 96) -
     import torch
     from transformers import AutoModelForCausalLM
 
-    from gallama_core.registrations import LoadProgress
+    from gallama_core.plugin_system.registrations import LoadProgress
 
     g = torch.Generator().manual_seed(7)
     ids = torch.randint(3, 49152, (1, seq), generator=g)
@@ -207,13 +207,13 @@ def serve_check(engine: str, model_dir: str, streams: list[int], extra: str, log
             else:  # random weights may spend every token on allowed whitespace: reported, not counted
                 print(f"  INFO {name}: {'valid' if ok else 'incomplete'} {detail[:300]}")
 
-        import gallama_core.features.function_calling as fc
+        import gallama_core.pipeline.features.function_calling as fc
 
         if any(name.startswith("gallama_") for name in dir(fc)):
             guarded("tool_choice=required (compact)", lambda: tool_required(True))
             guarded("tool_choice=required (flexible)", lambda: tool_required(False))
         else:
-            print("  SKIP tool_choice=required: the core has no function calling yet (gallama_core.features."
+            print("  SKIP tool_choice=required: the core has no function calling yet (gallama_core.pipeline.features."
                   "function_calling is a stub); the same grammar path is checked with response_format below")
 
         def json_schema(compact: bool):

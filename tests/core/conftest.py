@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from fake_backend import EchoPlugin  # noqa: E402
 
-from gallama_core.app import build_state, create_app  # noqa: E402
-from gallama_core.model_settings import ModelSettings  # noqa: E402
-from gallama_core.plugins import create_plugin_manager  # noqa: E402
+from gallama_core.api.app import build_state, create_app  # noqa: E402
+from gallama_core.models.settings import ModelSettings  # noqa: E402
+from gallama_core.plugin_system.manager import create_plugin_manager  # noqa: E402
 
 
 @pytest.fixture

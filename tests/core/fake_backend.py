@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from gallama_core import hookimpl
-from gallama_core.backend import Backend, GenerationChunk
-from gallama_core.chat_template import CHATML_TEMPLATE, ChatTemplate
+from gallama_core.models.backend import Backend, GenerationChunk
+from gallama_core.pipeline.chat_template import CHATML_TEMPLATE, ChatTemplate
 from gallama_core.errors import InvalidRequestError
-from gallama_core.model_settings import ModelSettings
-from gallama_core.registrations import BackendSpec
+from gallama_core.models.settings import ModelSettings
+from gallama_core.plugin_system.registrations import BackendSpec
 
 
 class EchoBackend(Backend):

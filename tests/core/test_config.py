@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gallama_core.backend_registry import BackendRegistry
+from gallama_core.models.registry import BackendRegistry
 from gallama_core.config import (ensure_home, gallama_home, load_model_config, parse_id_string,
                                  resolve_model_settings)
 from gallama_core.errors import ConfigError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gallama_core.constraints import (ChoiceConstraint, GrammarConstraint, JsonSchemaConstraint, RegexConstraint,
+from gallama_core.pipeline.constraints import (ChoiceConstraint, GrammarConstraint, JsonSchemaConstraint, RegexConstraint,
                                       compile_constraints, grammar_problem)
 from gallama_core.errors import InvalidRequestError
 

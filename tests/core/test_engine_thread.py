@@ -1,4 +1,4 @@
-"""The engine thread shared by the ExLlama backends (gallama_core.engine_thread), over a fake generator."""
+"""The engine thread shared by the ExLlama backends (gallama_core.models.engine_thread), over a fake generator."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gallama_core.engine_thread import EngineLoop
+from gallama_core.models.engine_thread import EngineLoop
 from gallama_core.errors import GallamaError
 
 
@@ -144,7 +144,7 @@ async def test_closing_the_engine_ends_waiting_streams():
 
 def test_an_outbox_whose_loop_closed_with_a_wake_up_pending_drops_results():
     """The loop closed before running the pending drain: later results are dropped, not kept forever."""
-    from gallama_core.engine_thread import JobSink, Outbox
+    from gallama_core.models.engine_thread import JobSink, Outbox
 
     loop = asyncio.new_event_loop()
     box = Outbox(loop)

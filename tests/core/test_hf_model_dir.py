@@ -1,10 +1,10 @@
-"""Engine-free readers of Hugging Face model folders (gallama_core.hf_model_dir)."""
+"""Engine-free readers of Hugging Face model folders (gallama_core.models.hf_model_dir)."""
 
 from __future__ import annotations
 
 import json
 
-from gallama_core.hf_model_dir import eos_token_ids
+from gallama_core.models.hf_model_dir import eos_token_ids
 
 
 def test_eos_token_ids_merge_engine_values_and_generation_config(tmp_path):

@@ -15,7 +15,7 @@ import pluggy
 import pytest
 
 from gallama_core import hookimpl
-from gallama_core.plugins import PluginLoadError, create_plugin_manager, register_checked
+from gallama_core.plugin_system.manager import PluginLoadError, create_plugin_manager, register_checked
 
 THIRD_PARTY_MODULE = '''
 """A third-party gallama plugin: a backend, a route, a config section, a CLI command, request hooks."""
@@ -23,10 +23,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from gallama_core import hookimpl
-from gallama_core.backend import Backend, GenerationChunk
-from gallama_core.chat_template import CHATML_TEMPLATE, ChatTemplate
-from gallama_core.model_settings import ModelSettings
-from gallama_core.registrations import BackendSpec, ConfigSection, RequestField
+from gallama_core.models.backend import Backend, GenerationChunk
+from gallama_core.pipeline.chat_template import CHATML_TEMPLATE, ChatTemplate
+from gallama_core.models.settings import ModelSettings
+from gallama_core.plugin_system.registrations import BackendSpec, ConfigSection, RequestField
 
 
 class HelloConfig(BaseModel):
@@ -198,7 +198,7 @@ def test_misspelled_hook_is_caught():
 
 
 def test_every_hookspec_is_documented():
-    from gallama_core import hookspecs
+    from gallama_core.plugin_system import hookspecs
 
     docs = (Path(__file__).parents[2] / "docs" / "plugins.md").read_text()
     names = [n for n in dir(hookspecs) if n.startswith("gallama_")]

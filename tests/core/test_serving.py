@@ -153,9 +153,9 @@ async def test_remove_and_add_model(client):
 async def test_health_is_503_while_loading(pm, home):
     import asyncio
 
-    from gallama_core.app import build_state, create_app
-    from gallama_core.model_settings import ModelSettings
-    from gallama_core.registrations import BackendSpec
+    from gallama_core.api.app import build_state, create_app
+    from gallama_core.models.settings import ModelSettings
+    from gallama_core.plugin_system.registrations import BackendSpec
 
     gate = asyncio.Event()
     from fake_backend import EchoBackend
@@ -191,8 +191,8 @@ async def test_health_is_503_while_loading(pm, home):
 async def test_lone_model_serves_any_name_unless_strict(pm, home):
     import httpx
 
-    from gallama_core.app import build_state, create_app
-    from gallama_core.model_settings import ModelSettings
+    from gallama_core.api.app import build_state, create_app
+    from gallama_core.models.settings import ModelSettings
 
     for strict, expected in ((False, 200), (True, 404)):
         state = build_state(pm, strict_names=strict)

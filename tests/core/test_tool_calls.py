@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from gallama_core.constraints import grammar_problem
-from gallama_core.features.function_calling import render_history
-from gallama_core.tool_calls import ToolCallParser, call_grammar, render_tool_call
+from gallama_core.pipeline.constraints import grammar_problem
+from gallama_core.pipeline.features.function_calling import render_history
+from gallama_core.pipeline.tool_calls import ToolCallParser, call_grammar, render_tool_call
 
 WEATHER = {"name": "get_weather", "parameters": {"type": "object", "properties": {
     "location": {"type": "string"}, "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["location"]}}

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from gallama_core.constraints import lark_literal
+from gallama_core.pipeline.constraints import lark_literal
 
 IDENTIFIER = r"[a-z][a-z0-9_-]{0,40}"
 LANGUAGE = r"[A-Za-z0-9+#._-]{0,20}"

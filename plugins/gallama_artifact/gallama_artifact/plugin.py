@@ -23,12 +23,12 @@ from typing import Any, AsyncIterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from gallama_core import hookimpl
-from gallama_core.backend import GenerationChunk, GenerationRequest
-from gallama_core.constraints import GrammarConstraint
+from gallama_core.models.backend import GenerationChunk, GenerationRequest
+from gallama_core.pipeline.constraints import GrammarConstraint
 from gallama_core.errors import InvalidRequestError
-from gallama_core.prompting import render_chat_prompt
-from gallama_core.registrations import ConfigSection, RequestField
-from gallama_core.stream_events import StreamEvent
+from gallama_core.pipeline.prompting import render_chat_prompt
+from gallama_core.plugin_system.registrations import ConfigSection, RequestField
+from gallama_core.pipeline.stream_events import StreamEvent
 
 from .grammar import FORMAT_PROMPT, fast_grammar, PLAN_PROMPT, plan_grammar, plan_summary, planned_grammar
 from .parser import ArtifactParser, text_meta

@@ -66,7 +66,7 @@ def test_words_that_start_like_the_tag_are_text():
 
 
 def test_grammars_compile_and_plans_become_tags():
-    from gallama_core.constraints import grammar_problem
+    from gallama_core.pipeline.constraints import grammar_problem
     from gallama_artifact.grammar import fast_grammar, opening_tag, plan_grammar, planned_grammar
 
     assert grammar_problem(fast_grammar()) is None and grammar_problem(fast_grammar(True)) is None

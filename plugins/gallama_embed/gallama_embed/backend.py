@@ -17,9 +17,9 @@ from typing import Any, AsyncIterator, Sequence
 
 import numpy as np
 
-from gallama_core.backend import Backend, GenerationChunk, GenerationRequest
+from gallama_core.models.backend import Backend, GenerationChunk, GenerationRequest
 from gallama_core.errors import InvalidRequestError
-from gallama_core.registrations import LoadProgress
+from gallama_core.plugin_system.registrations import LoadProgress
 
 from .settings import EmbeddingSettings
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gallama_core import hookimpl
-from gallama_core.registrations import BackendSpec, CatalogEntry
+from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry
 
 from .settings import EmbeddingSettings
 

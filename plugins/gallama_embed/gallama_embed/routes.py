@@ -6,11 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from gallama_core.app_state import AppState
+from gallama_core.api.state import AppState
 from gallama_core.errors import InvalidRequestError, ModelNotFoundError
-from gallama_core.model_manager import ModelInstance
-from gallama_core.routes import read_json
-from gallama_core.serving import parse_request
+from gallama_core.models.manager import ModelInstance
+from gallama_core.api.routes import read_json
+from gallama_core.pipeline.serving import parse_request
 
 from .protocol import (EmbeddingRequest, EmbeddingResponse, RerankRequest, RerankResponse, check_count,
                        check_dimensions, embedding_response_json, normalise_input, rerank_documents, rerank_response,

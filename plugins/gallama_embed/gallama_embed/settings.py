@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from gallama_core.model_settings import ModelSettings
+from gallama_core.models.settings import ModelSettings
 
 #: OpenAI's own limit on inputs per /v1/embeddings request.
 DEFAULT_MAX_INPUTS = 2048

@@ -117,7 +117,7 @@ def test_plugin_registers_backend_routes_and_imports_no_engine(tmp_path, minilm_
     """Registration is cheap: building the app imports neither infinity_emb nor torch."""
     script = f"""
 import sys, json
-from gallama_core.app import build_state, create_app
+from gallama_core.api.app import build_state, create_app
 from gallama_core.config import resolve_model_settings
 state = build_state()
 app = create_app(state)

@@ -20,12 +20,12 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-from gallama_core.backend import Backend, GenerationChunk, GenerationRequest
+from gallama_core.models.backend import Backend, GenerationChunk, GenerationRequest
 from gallama_core.errors import GallamaError, InvalidRequestError
-from gallama_core.registrations import LoadProgress
+from gallama_core.plugin_system.registrations import LoadProgress
 
-from gallama_core.engine_thread import EngineLoop
-from gallama_core.hf_model_dir import chat_template_from_dir, check_model_dir, eos_token_ids, wants_bos
+from gallama_core.models.engine_thread import EngineLoop
+from gallama_core.models.hf_model_dir import chat_template_from_dir, check_model_dir, eos_token_ids, wants_bos
 from .sampling import sampler_attributes
 from .settings import ExLlamaSettings
 

@@ -4,7 +4,7 @@ loads, so the plugin installs and lists on machines without CUDA)."""
 from __future__ import annotations
 
 from gallama_core import hookimpl
-from gallama_core.registrations import BackendSpec, CatalogEntry
+from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry
 
 from .settings import ExLlamaSettings
 
@@ -17,7 +17,7 @@ def _load(settings, progress):
 
 def _detect(model_path: str) -> bool:
     """An EXL2 folder is ours; unquantized HF folders are left to the default backend (which is this one)."""
-    from gallama_core.hf_model_dir import is_model_dir, quant_method
+    from gallama_core.models.hf_model_dir import is_model_dir, quant_method
 
     return is_model_dir(model_path) and quant_method(model_path) == "exl2"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gallama_core.backend import SamplingParams
+from gallama_core.models.backend import SamplingParams
 
 
 def sampler_attributes(s: SamplingParams) -> dict[str, Any]:

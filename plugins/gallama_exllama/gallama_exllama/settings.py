@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gallama_core.model_settings import ModelSettings
+from gallama_core.models.settings import ModelSettings
 
 
 class ExLlamaSettings(ModelSettings):

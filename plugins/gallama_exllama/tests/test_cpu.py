@@ -13,9 +13,9 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-from gallama_core.backend import SamplingParams
+from gallama_core.models.backend import SamplingParams
 from gallama_core.errors import GallamaError
-from gallama_core.registrations import LoadProgress
+from gallama_core.plugin_system.registrations import LoadProgress
 from gallama_exllama.settings import ExLlamaSettings
 
 
@@ -27,8 +27,8 @@ def test_listed_by_gallama_plugins():
 
 
 def test_backend_registered_with_aliases():
-    from gallama_core.backend_registry import BackendRegistry
-    from gallama_core.plugins import create_plugin_manager
+    from gallama_core.models.registry import BackendRegistry
+    from gallama_core.plugin_system.manager import create_plugin_manager
 
     registry = BackendRegistry(create_plugin_manager())
     for name in ("exllama", "exllamav2", "EXL2"):
@@ -82,7 +82,7 @@ def test_detect_claims_exl2_folders_only(tmp_path):
 
 
 def test_chat_template_from_tokenizer_config(tmp_path):
-    from gallama_core.hf_model_dir import chat_template_from_dir
+    from gallama_core.models.hf_model_dir import chat_template_from_dir
 
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({
         "bos_token": {"content": "<s>"}, "eos_token": "</s>", "add_bos_token": True,
@@ -131,7 +131,7 @@ def _walk(masker, tokenizer, seed: int, steps: int = 400) -> tuple[str, bool]:
 
 
 def test_grammar_json_schema_with_random_logits(byte_tokenizer_dir):
-    from gallama_core.constraints import JsonSchemaConstraint, compile_constraints
+    from gallama_core.pipeline.constraints import JsonSchemaConstraint, compile_constraints
     from gallama_exllama.grammar import GrammarMasker, ll_tokenizer_for_dir
 
     schema = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"enum": ["x", "y"]}},
@@ -150,7 +150,7 @@ def test_grammar_json_schema_with_random_logits(byte_tokenizer_dir):
 
 
 def test_grammar_regex_and_stop_at_completion(byte_tokenizer_dir):
-    from gallama_core.constraints import RegexConstraint, compile_constraints
+    from gallama_core.pipeline.constraints import RegexConstraint, compile_constraints
     from gallama_exllama.grammar import GrammarMasker, ll_tokenizer_for_dir
 
     grammar = compile_constraints([RegexConstraint(param="regex_pattern", pattern=r"(yes|no)-[0-9]{3}")])
@@ -215,7 +215,7 @@ class FakeGenerator:
 
 
 async def _consume(loop_, job, limit=None):
-    from gallama_core.engine_thread import ENGINE_GONE
+    from gallama_core.models.engine_thread import ENGINE_GONE
 
     sink = loop_.submit(job)
     texts = []
@@ -232,7 +232,7 @@ async def _consume(loop_, job, limit=None):
 
 
 async def test_engine_loop_batches_jobs_cancels_and_fails_cleanly():
-    from gallama_core.engine_thread import EngineLoop
+    from gallama_core.models.engine_thread import EngineLoop
 
     gen = FakeGenerator()
     loop_ = EngineLoop(gen, "fake")
@@ -264,9 +264,9 @@ async def test_engine_loop_batches_jobs_cancels_and_fails_cleanly():
 
 async def test_backend_generate_streams_coalesces_and_cancels():
     """ExLlamaBackend.generate over a fake generator: chunks, final usage, cancel on early close."""
-    from gallama_core.backend import GenerationRequest
+    from gallama_core.models.backend import GenerationRequest
     from gallama_exllama.backend import ExLlamaBackend
-    from gallama_core.engine_thread import EngineLoop
+    from gallama_core.models.engine_thread import EngineLoop
 
     gen = FakeGenerator()
     backend = object.__new__(ExLlamaBackend)

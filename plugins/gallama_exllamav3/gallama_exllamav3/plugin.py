@@ -4,7 +4,7 @@ loads, so the plugin installs and lists on machines without CUDA)."""
 from __future__ import annotations
 
 from gallama_core import hookimpl
-from gallama_core.registrations import BackendSpec, CatalogEntry
+from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry
 
 from .settings import ExLlamaV3Settings
 
@@ -17,7 +17,7 @@ def _load(settings, progress):
 
 def _detect(model_path: str) -> bool:
     """EXL3 folders (config.json says quant_method exl3) are ours."""
-    from gallama_core.hf_model_dir import is_model_dir, quant_method
+    from gallama_core.models.hf_model_dir import is_model_dir, quant_method
 
     return is_model_dir(model_path) and quant_method(model_path) == "exl3"
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from gallama_core.model_settings import ModelSettings
+from gallama_core.models.settings import ModelSettings
 
 #: cache_quant → ExLlamaV3 cache layer: (layer type, key bits, value bits).
 CACHE_LAYERS: dict[str, tuple[str, int, int]] = {

@@ -13,9 +13,9 @@ import threading
 import pytest
 from pydantic import ValidationError
 
-from gallama_core.backend import SamplingParams
+from gallama_core.models.backend import SamplingParams
 from gallama_core.errors import GallamaError
-from gallama_core.registrations import LoadProgress
+from gallama_core.plugin_system.registrations import LoadProgress
 from gallama_exllamav3.settings import CACHE_LAYERS, ExLlamaV3Settings
 
 
@@ -27,8 +27,8 @@ def test_listed_by_gallama_plugins():
 
 
 def test_backend_registered():
-    from gallama_core.backend_registry import BackendRegistry
-    from gallama_core.plugins import create_plugin_manager
+    from gallama_core.models.registry import BackendRegistry
+    from gallama_core.plugin_system.manager import create_plugin_manager
 
     registry = BackendRegistry(create_plugin_manager())
     assert registry.get("exllamav3").name == "exllamav3"
@@ -101,7 +101,7 @@ def test_core_grammars_compile_for_an_llguidance_tokenizer(byte_tokenizer_dir):
     """The filter ExLlamaV3 builds (LLTokenizer from tokenizer.json + Lark grammar) accepts the core's grammars."""
     import llguidance
 
-    from gallama_core.constraints import JsonSchemaConstraint, RegexConstraint, compile_constraints
+    from gallama_core.pipeline.constraints import JsonSchemaConstraint, RegexConstraint, compile_constraints
 
     tok = llguidance.LLTokenizer((byte_tokenizer_dir / "tokenizer.json").read_text(), eos_token=0)
     for c in (JsonSchemaConstraint(param="response_format", schema={"type": "object"}),
@@ -136,7 +136,7 @@ class FakeGenerator:
 
 
 async def test_engine_loop_runs_off_the_event_loop_and_cancels():
-    from gallama_core.engine_thread import EngineLoop
+    from gallama_core.models.engine_thread import EngineLoop
 
     class Job(dict):
         __hash__ = object.__hash__
@@ -169,9 +169,9 @@ async def test_engine_loop_runs_off_the_event_loop_and_cancels():
 
 async def test_backend_generate_streams_and_cancels():
     """ExLlamaV3Backend.generate over a fake generator: chunks, final usage, cancel on early close."""
-    from gallama_core.backend import GenerationRequest
+    from gallama_core.models.backend import GenerationRequest
     from gallama_exllamav3.backend import ExLlamaV3Backend
-    from gallama_core.engine_thread import EngineLoop
+    from gallama_core.models.engine_thread import EngineLoop
 
     class Job(dict):
         __hash__ = object.__hash__

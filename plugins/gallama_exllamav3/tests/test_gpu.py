@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from gallama_core.backend import GenerationRequest, SamplingParams
-from gallama_core.constraints import JsonSchemaConstraint, RegexConstraint, compile_constraints
+from gallama_core.models.backend import GenerationRequest, SamplingParams
+from gallama_core.pipeline.constraints import JsonSchemaConstraint, RegexConstraint, compile_constraints
 from gallama_core.errors import InvalidRequestError
-from gallama_core.registrations import LoadProgress
+from gallama_core.plugin_system.registrations import LoadProgress
 
 pytestmark = pytest.mark.gpu
 

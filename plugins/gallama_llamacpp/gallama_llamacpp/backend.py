@@ -15,10 +15,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator
 
-from gallama_core.backend import Backend, GenerationChunk, GenerationRequest
-from gallama_core.chat_template import CHATML_TEMPLATE, ChatTemplate
+from gallama_core.models.backend import Backend, GenerationChunk, GenerationRequest
+from gallama_core.pipeline.chat_template import CHATML_TEMPLATE, ChatTemplate
 from gallama_core.errors import GallamaError, InvalidRequestError
-from gallama_core.registrations import LoadProgress
+from gallama_core.plugin_system.registrations import LoadProgress
 
 from .gguf_metadata import read_gguf_metadata
 from .settings import LlamaCppSettings

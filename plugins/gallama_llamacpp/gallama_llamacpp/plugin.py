@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gallama_core import hookimpl
-from gallama_core.registrations import BackendSpec, CatalogEntry
+from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry
 
 from .settings import LlamaCppSettings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from gallama_core.model_settings import ModelSettings
+from gallama_core.models.settings import ModelSettings
 
 
 class LlamaCppSettings(ModelSettings):

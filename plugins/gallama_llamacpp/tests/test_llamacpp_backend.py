@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from gallama_core.backend import GenerationRequest, SamplingParams
+from gallama_core.models.backend import GenerationRequest, SamplingParams
 from gallama_core.errors import InvalidRequestError
-from gallama_core.registrations import LoadProgress
+from gallama_core.plugin_system.registrations import LoadProgress
 from gallama_core.testing import smollm2_gguf
 from gallama_llamacpp.backend import _template_from_metadata, build_params, load_llamacpp, request_body
 from gallama_llamacpp.gguf_metadata import read_gguf_metadata

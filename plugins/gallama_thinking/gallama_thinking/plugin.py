@@ -19,10 +19,10 @@ from typing import Any, AsyncIterator, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gallama_core import hookimpl
-from gallama_core.backend import GenerationChunk, GenerationRequest
+from gallama_core.models.backend import GenerationChunk, GenerationRequest
 from gallama_core.errors import InvalidRequestError
-from gallama_core.registrations import ConfigSection, RequestField
-from gallama_core.stream_events import StreamEvent
+from gallama_core.plugin_system.registrations import ConfigSection, RequestField
+from gallama_core.pipeline.stream_events import StreamEvent
 
 from .splitter import REASONING, ReasoningSplitter
 from .templates import (BUILTIN_TEMPLATES, TemplateError, ThinkingTemplate, close_open_tags, parse_template,

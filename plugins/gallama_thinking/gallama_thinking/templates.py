@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from itertools import groupby
 
-from gallama_core.constraints import grammar_problem, lark_literal
+from gallama_core.pipeline.constraints import grammar_problem, lark_literal
 
 #: Built-in named templates; ``gallama.yaml``'s ``thinking.templates`` adds to them or replaces them.
 BUILTIN_TEMPLATES: dict[str, str] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gallama_core.constraints import grammar_problem
+from gallama_core.pipeline.constraints import grammar_problem
 from gallama_thinking.plugin import ThinkingConfig
 from gallama_thinking.splitter import CONTENT, REASONING, ReasoningSplitter
 from gallama_thinking.templates import BUILTIN_TEMPLATES, TemplateError, close_open_tags, parse_template

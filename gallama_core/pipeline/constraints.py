@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .errors import InvalidRequestError
+from gallama_core.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)

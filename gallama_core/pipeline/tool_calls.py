@@ -20,8 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from .constraints import close_objects, json_lark, lark_literal
-from .protocol import ToolCallDelta, ToolCallFunctionDelta
+from gallama_core.pipeline.constraints import close_objects, json_lark, lark_literal
+from gallama_core.api.protocol import ToolCallDelta, ToolCallFunctionDelta
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
 HEADER = '{"name": '

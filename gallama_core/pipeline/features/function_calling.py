@@ -1,6 +1,6 @@
 """Function calling for any model: ``tools``, ``tool_choice``, ``parallel_tool_calls``.
 
-The tools are described in the system prompt in gallama's tool-call format (see :mod:`gallama_core.tool_calls`)
+The tools are described in the system prompt in gallama's tool-call format (see :mod:`gallama_core.pipeline.tool_calls`)
 and the answer is generated under a grammar: with ``required`` or a named tool every answer is one or more
 calls whose arguments validate against the tool's schema; with ``auto`` the model may instead answer in text,
 and when it calls, the call is constrained the same way. History messages with ``tool_calls`` and ``tool``
@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import hookimpl
-from ..backend import GenerationRequest, SamplingParams
-from ..constraints import ChoiceConstraint, compile_constraints, GrammarConstraint, check_json_schema, close_objects, grammar_problem, json_lark
-from ..errors import InvalidRequestError
-from ..prompting import render_chat_prompt
-from ..tool_calls import ToolCallParser, call_grammar, render_tool_call, tool_prompt
+from gallama_core import hookimpl
+from gallama_core.models.backend import GenerationRequest, SamplingParams
+from gallama_core.pipeline.constraints import ChoiceConstraint, compile_constraints, GrammarConstraint, check_json_schema, close_objects, grammar_problem, json_lark
+from gallama_core.errors import InvalidRequestError
+from gallama_core.pipeline.prompting import render_chat_prompt
+from gallama_core.pipeline.tool_calls import ToolCallParser, call_grammar, render_tool_call, tool_prompt
 
 STATE_KEY = "function_calling"
 

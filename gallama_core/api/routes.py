@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from .app_state import AppState
-from .config import resolve_model_settings
-from .errors import ConfigError, InvalidRequestError
-from .protocol import ModelCard, ModelList
-from .serving import Pipeline
+from gallama_core.api.state import AppState
+from gallama_core.config import resolve_model_settings
+from gallama_core.errors import ConfigError, InvalidRequestError
+from gallama_core.api.protocol import ModelCard, ModelList
+from gallama_core.pipeline.serving import Pipeline
 
 
 async def read_json(request: Request) -> Any:

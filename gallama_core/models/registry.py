@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pluggy
 
-from .errors import ConfigError
-from .registrations import BackendSpec
+from gallama_core.errors import ConfigError
+from gallama_core.plugin_system.registrations import BackendSpec
 
 # Backends the project ships as separate distributions: named in errors when one is not installed.
 KNOWN_BACKEND_DISTRIBUTIONS = {

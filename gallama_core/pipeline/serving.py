@@ -13,17 +13,17 @@ from typing import Any, AsyncIterator
 
 from pydantic import ValidationError
 
-from .app_state import AppState
-from .backend import GenerationChunk, SamplingParams
-from .constraints import compile_constraints
-from .context import RequestContext
-from .prompting import render_chat_prompt
-from .errors import GallamaError, InvalidRequestError
-from .model_manager import ModelInstance
-from .protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
+from gallama_core.api.state import AppState
+from gallama_core.models.backend import GenerationChunk, SamplingParams
+from gallama_core.pipeline.constraints import compile_constraints
+from gallama_core.pipeline.context import RequestContext
+from gallama_core.pipeline.prompting import render_chat_prompt
+from gallama_core.errors import GallamaError, InvalidRequestError
+from gallama_core.models.manager import ModelInstance
+from gallama_core.api.protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
                        ChunkChoice, CompletionChoice, CompletionRequest, CompletionResponse, Delta,
                        ResponseMessage, ToolCall, FunctionCall, Usage, new_id, now)
-from .stream_events import StreamEvent
+from gallama_core.pipeline.stream_events import StreamEvent
 
 log = logging.getLogger("gallama.serving")
 

@@ -17,7 +17,7 @@ from importlib import metadata
 
 import pluggy
 
-from . import hookspecs
+from gallama_core.plugin_system import hookspecs
 
 log = logging.getLogger("gallama.plugins")
 
@@ -25,9 +25,9 @@ ENTRY_POINT_GROUP = "gallama"
 
 #: Hook implementations that ship with the core, registered before any plugin.
 CORE_PLUGINS = {
-    "core.format_enforcement": "gallama_core.features.format_enforcement",
-    "core.function_calling": "gallama_core.features.function_calling",
-    "core.generation": "gallama_core.features.default_generation",
+    "core.format_enforcement": "gallama_core.pipeline.features.format_enforcement",
+    "core.function_calling": "gallama_core.pipeline.features.function_calling",
+    "core.generation": "gallama_core.pipeline.features.default_generation",
 }
 
 
@@ -68,7 +68,7 @@ def create_plugin_manager(load_entry_points: bool = True) -> pluggy.PluginManage
     pm = pluggy.PluginManager("gallama")
     pm.add_hookspecs(hookspecs)
     records: list[PluginRecord] = []
-    from . import __version__
+    from gallama_core import __version__
 
     for name, module_name in CORE_PLUGINS.items():
         module = importlib.import_module(module_name)

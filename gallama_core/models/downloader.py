@@ -6,10 +6,10 @@ from pathlib import Path
 
 import yaml
 
-from .config import MODEL_CONFIG_FILE, ensure_home
-from .errors import ConfigError
-from .registrations import CatalogEntry
-from .backend_registry import normalize_backend_name
+from gallama_core.config import MODEL_CONFIG_FILE, ensure_home
+from gallama_core.errors import ConfigError
+from gallama_core.plugin_system.registrations import CatalogEntry
+from gallama_core.models.registry import normalize_backend_name
 
 
 def find_entry(spec: str, backend: str, catalog: list[CatalogEntry]) -> tuple[CatalogEntry, str]:

@@ -8,8 +8,8 @@ from typing import Any
 import pluggy
 from pydantic import BaseModel
 
-from .backend_registry import BackendRegistry
-from .model_manager import ModelManager
+from gallama_core.models.registry import BackendRegistry
+from gallama_core.models.manager import ModelManager
 
 
 @dataclass

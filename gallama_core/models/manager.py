@@ -8,11 +8,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from .backend import Backend
-from .backend_registry import BackendRegistry
-from .errors import GallamaError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
-from .model_settings import ModelSettings
-from .registrations import LoadProgress
+from gallama_core.models.backend import Backend
+from gallama_core.models.registry import BackendRegistry
+from gallama_core.errors import GallamaError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from gallama_core.models.settings import ModelSettings
+from gallama_core.plugin_system.registrations import LoadProgress
 
 log = logging.getLogger("gallama.models")
 

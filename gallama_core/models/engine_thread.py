@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Any, AsyncIterator, Callable
 
-from .backend import GenerationChunk
-from .errors import GallamaError
+from gallama_core.models.backend import GenerationChunk
+from gallama_core.errors import GallamaError
 
 log = logging.getLogger("gallama.engine")
 

@@ -32,12 +32,12 @@ if TYPE_CHECKING:
     import typer
     from fastapi import APIRouter
 
-    from .app_state import AppState
-    from .backend import GenerationChunk, GenerationRequest
-    from .constraints import Constraint
-    from .context import RequestContext
-    from .registrations import BackendSpec, CatalogEntry, ConfigSection, RequestField
-    from .stream_events import StreamEvent
+    from gallama_core.api.state import AppState
+    from gallama_core.models.backend import GenerationChunk, GenerationRequest
+    from gallama_core.pipeline.constraints import Constraint
+    from gallama_core.pipeline.context import RequestContext
+    from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry, ConfigSection, RequestField
+    from gallama_core.pipeline.stream_events import StreamEvent
 
 hookspec = pluggy.HookspecMarker("gallama")
 
@@ -52,9 +52,9 @@ StreamProcessor = Callable[["AsyncIterator[StreamEvent]"], "AsyncIterator[Stream
 def gallama_backends() -> list[BackendSpec]:
     """Return the model engines this plugin provides.
 
-    Called at start-up. Each :class:`~gallama_core.registrations.BackendSpec` names the backend (``model
+    Called at start-up. Each :class:`~gallama_core.plugin_system.registrations.BackendSpec` names the backend (``model
     entries say backend: NAME``), the pydantic model that validates its model entries (a subclass of
-    :class:`~gallama_core.model_settings.ModelSettings`) and a ``load`` function that imports the engine
+    :class:`~gallama_core.models.settings.ModelSettings`) and a ``load`` function that imports the engine
     lazily. Two plugins registering the same name is an error naming both.
     """
 
@@ -129,7 +129,7 @@ def gallama_generate(ctx: RequestContext, request: GenerationRequest) -> AsyncIt
 
 @hookspec
 def gallama_postprocess_stream(ctx: RequestContext) -> StreamProcessor | None:
-    """Return a processor that wraps the stream of :class:`~gallama_core.stream_events.StreamEvent`.
+    """Return a processor that wraps the stream of :class:`~gallama_core.pipeline.stream_events.StreamEvent`.
 
     Called once per request. Processors are chained in plugin registration order (the first returned
     sees the backend's events first). They turn text into tool calls, reasoning or artifact parts; the

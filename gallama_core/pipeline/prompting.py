@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .context import RequestContext
-from .errors import InvalidRequestError
+from gallama_core.pipeline.context import RequestContext
+from gallama_core.errors import InvalidRequestError
 
 
 def chat_messages(ctx: RequestContext, messages: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:

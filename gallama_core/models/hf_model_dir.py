@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .chat_template import CHATML_TEMPLATE, ChatTemplate
+from gallama_core.pipeline.chat_template import CHATML_TEMPLATE, ChatTemplate
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .protocol import ToolCallDelta
+from gallama_core.api.protocol import ToolCallDelta
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Records that plugins return from registration hooks (see :mod:`gallama_core.hookspecs`)."""
+"""Records that plugins return from registration hooks (see :mod:`gallama_core.plugin_system.hookspecs`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from pydantic import BaseModel
 
-from .model_settings import ModelSettings
+from gallama_core.models.settings import ModelSettings
 
 if TYPE_CHECKING:
-    from .backend import Backend
+    from gallama_core.models.backend import Backend
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class BackendSpec:
     """A model engine a plugin provides.
 
     ``load`` is called once per model instance, in a worker thread, with the validated settings; it
-    imports the engine lazily and returns a ready :class:`~gallama_core.backend.Backend`. ``detect``
+    imports the engine lazily and returns a ready :class:`~gallama_core.models.backend.Backend`. ``detect``
     lets the backend claim a model path when the user named no backend (e.g. ``*.gguf``).
     """
 

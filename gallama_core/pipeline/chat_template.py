@@ -11,7 +11,7 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from .errors import InvalidRequestError
+from gallama_core.errors import InvalidRequestError
 
 # Used when a model ships no template: ChatML, which most instruction-tuned models understand.
 CHATML_TEMPLATE = (

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import hookimpl
+from gallama_core import hookimpl
 
 
 @hookimpl(trylast=True)

@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
-from .. import hookimpl
-from ..constraints import JsonSchemaConstraint, RegexConstraint
+from gallama_core import hookimpl
+from gallama_core.pipeline.constraints import JsonSchemaConstraint, RegexConstraint
 
 
 @hookimpl

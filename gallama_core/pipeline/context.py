@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .backend import GenerationRequest, SamplingParams
-from .constraints import Constraint
+from gallama_core.models.backend import GenerationRequest, SamplingParams
+from gallama_core.pipeline.constraints import Constraint
 
 if TYPE_CHECKING:
-    from .backend import Backend
-    from .protocol import ChatCompletionRequest, CompletionRequest
+    from gallama_core.models.backend import Backend
+    from gallama_core.api.protocol import ChatCompletionRequest, CompletionRequest
 
 
 @dataclass

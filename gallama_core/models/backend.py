@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import AsyncIterator, ClassVar, Literal
 
-from .chat_template import ChatTemplate
+from gallama_core.pipeline.chat_template import ChatTemplate
 
 FinishReason = Literal["stop", "length"]
 
@@ -34,7 +34,7 @@ class SamplingParams:
 class GenerationRequest:
     """One generation: the full prompt text and how to decode it.
 
-    ``grammar`` is an LLGuidance Lark grammar produced by :mod:`gallama_core.constraints` (or None for free
+    ``grammar`` is an LLGuidance Lark grammar produced by :mod:`gallama_core.pipeline.constraints` (or None for free
     decoding); every backend enforces it with the same semantics. ``stop`` strings end the generation and
     are not part of the returned text.
     """

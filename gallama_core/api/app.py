@@ -11,14 +11,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .app_state import AppState
-from .backend_registry import BackendRegistry
-from .config import load_plugin_config
-from .errors import ConfigError, GallamaError, error_envelope
-from .model_manager import ModelManager
-from .model_settings import ModelSettings
-from .plugins import get_plugin_manager
-from .routes import core_router
+from gallama_core.api.state import AppState
+from gallama_core.models.registry import BackendRegistry
+from gallama_core.config import load_plugin_config
+from gallama_core.errors import ConfigError, GallamaError, error_envelope
+from gallama_core.models.manager import ModelManager
+from gallama_core.models.settings import ModelSettings
+from gallama_core.plugin_system.manager import get_plugin_manager
+from gallama_core.api.routes import core_router
 
 log = logging.getLogger("gallama.app")
 

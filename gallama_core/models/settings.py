@@ -1,7 +1,7 @@
 """The settings of one model instance: a ``model_config.yaml`` entry or one ``-id "key=value ..."`` string.
 
 :class:`ModelSettings` holds the keys every backend understands (the spec's launch keys). A backend that
-needs more keys subclasses it and names the subclass in its :class:`~gallama_core.registrations.BackendSpec`;
+needs more keys subclasses it and names the subclass in its :class:`~gallama_core.plugin_system.registrations.BackendSpec`;
 the entry is then validated by that subclass, so unknown keys are errors that name the model and the key.
 """
 
