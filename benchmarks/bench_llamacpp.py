@@ -1,9 +1,10 @@
-"""gallama's llama.cpp backend vs xllamacpp's own server, same model, prompts and settings.
+"""gallama (front + engine worker, llama.cpp backend) vs xllamacpp's own server, same model, prompts, settings.
 
-Both are driven over HTTP by the same async client (OpenAI streaming chat), one server at a time, rounds
-alternating between them; prints output tokens/s and TTFT (p50) per concurrency and the ratios.
+Both are driven over HTTP by the same streamed-chat load generator running in a separate process
+(benchmarks/http_load.py), one server at a time, rounds alternating between them; prints output tokens/s and
+TTFT (p50) per concurrency and the ratios.
 
-    python benchmarks/bench_llamacpp.py [--gguf PATH] [--max-tokens 64] [--rounds 3] [--concurrency 1 4]
+    python benchmarks/bench_llamacpp.py [--gguf PATH] [--max-tokens 64] [--rounds 3] [--concurrency 1 4 8]
 
 Goal: throughput >= 0.97x raw, TTFT p50 overhead <= 5 ms.
 """
@@ -11,8 +12,6 @@ Goal: throughput >= 0.97x raw, TTFT p50 overhead <= 5 ms.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
 import statistics
 import subprocess
@@ -21,9 +20,10 @@ import textwrap
 import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from http_load import run_load  # noqa: E402
 
 PROMPTS = [f"Write a short paragraph about {topic}." for topic in
            ("llamas", "the sea", "mountains", "bread", "rivers", "owls", "winter", "trains")]
@@ -73,39 +73,12 @@ def start_gallama(gguf: str, n_parallel: int, seq: int):
     return proc, url
 
 
-async def one(http: httpx.AsyncClient, url: str, prompt: str, max_tokens: int) -> tuple[float, int, float]:
-    body = {"model": "bench", "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
-    start = time.perf_counter()
-    ttft, tokens = None, 0
-    async with http.stream("POST", url + "/v1/chat/completions", json=body) as r:
-        async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            chunk = json.loads(line[6:])
-            if ttft is None and chunk.get("choices") and chunk["choices"][0]["delta"].get("content"):
-                ttft = time.perf_counter() - start
-            if chunk.get("usage"):
-                tokens = chunk["usage"]["completion_tokens"]
-    return ttft or 0.0, tokens, time.perf_counter() - start
-
-
-async def measure(url: str, concurrency: int, max_tokens: int, requests: int) -> dict:
-    # No keep-alive: the raw llama.cpp server closes streamed connections; both sides pay the same connect.
-    async with httpx.AsyncClient(timeout=600, limits=httpx.Limits(max_keepalive_connections=0)) as http:
-        await one(http, url, "warm up", 4)
-        queue = list(range(requests))
-        results = []
-
-        async def worker():
-            while queue:
-                i = queue.pop()
-                results.append(await one(http, url, PROMPTS[i % len(PROMPTS)], max_tokens))
-
-        start = time.perf_counter()
-        await asyncio.gather(*[worker() for _ in range(concurrency)])
-        wall = time.perf_counter() - start
-    return {"tokens_per_s": sum(r[1] for r in results) / wall, "ttft_p50_ms": statistics.median(r[0] for r in results) * 1000}
+def measure(url: str, concurrency: int, max_tokens: int, requests: int) -> dict:
+    """The load comes from a separate client process (benchmarks/http_load.py), never from this interpreter.
+    No keep-alive: the raw llama.cpp server closes streamed connections; both sides pay the same connect."""
+    run_load(url, "bench", ["warm up"], 1, 4, processes=1, keepalive=False)
+    return run_load(url, "bench", PROMPTS, concurrency, max_tokens, requests=max(requests, 2 * concurrency),
+                    processes=1, keepalive=False)
 
 
 def main() -> None:
@@ -114,7 +87,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--requests", type=int, default=8, help="requests per measurement")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     args = parser.parse_args()
     if args.gguf is None:
         from gallama_core.testing import smollm2_gguf
@@ -128,7 +101,7 @@ def main() -> None:
             proc, url = start(args.gguf, n_parallel, seq)
             try:
                 for c in args.concurrency:
-                    rows[c][name].append(asyncio.run(measure(url, c, args.max_tokens, args.requests)))
+                    rows[c][name].append(measure(url, c, args.max_tokens, args.requests))
             finally:
                 proc.terminate()
                 proc.wait()

@@ -47,9 +47,8 @@ def run(
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
 ):
     """Serve models over the OpenAI API (chat, completions, models, health; plugin routes)."""
-    import uvicorn
-
     from gallama_core.api.app import build_state, create_app
+    from gallama_core.api.server import serve
     from gallama_core.config import ensure_home, parse_id_string, resolve_model_settings
     from gallama_core.models.default_model import DEFAULT_MODEL_NAME, ensure_default_model
     from gallama_core.plugin_system.registrations import LoadProgress
@@ -57,7 +56,7 @@ def run(
     _setup_logging(log_level)
     home = ensure_home()
     try:
-        state = build_state(strict_names=strict_model_names, progress_factory=lambda name: LoadProgress(
+        state = build_state(strict_names=strict_model_names, log_level=log_level, progress_factory=lambda name: LoadProgress(
             lambda message, fraction: console.log(f"[cyan]{name}[/]: {message}"
                                                   + (f" ({fraction:.0%})" if fraction is not None else ""))))
         launches = [parse_id_string(text) for text in model_id or []]
@@ -66,15 +65,15 @@ def run(
         if not launches:
             path = ensure_default_model(say=console.log)
             launches = [{"model_id": str(path), "model_name": DEFAULT_MODEL_NAME, "backend": "llama_cpp"}]
-        settings = [resolve_model_settings(raw, state.registry) for raw in launches]
+        settings = [resolve_model_settings(raw, state.registry, python_for_backend=state.python_for_backend())
+                    for raw in launches]
     except ConfigError as exc:
         _fail(str(exc))
     console.log(f"gallama home: {home}")
     for s in settings:
         console.log(f"loading [cyan]{s.served_name}[/] with backend [magenta]{s.backend}[/] from {s.model_id}")
     console.log(f"OpenAI API at http://{host}:{port}/v1 (health: http://{host}:{port}/health)")
-    uvicorn.run(create_app(state, settings), host=host, port=port, log_level=log_level.lower(),
-                timeout_graceful_shutdown=5)
+    serve(create_app(state, settings), host=host, port=port, log_level=log_level.lower())
 
 
 @app.command()

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
 
-from gallama_core.models.registry import DEFAULT_BACKEND, BackendRegistry
+from gallama_core.models.registry import DEFAULT_BACKEND, BackendRegistry, normalize_backend_name
 from gallama_core.errors import ConfigError
-from gallama_core.models.settings import ModelSettings
+from gallama_core.models.settings import ForeignModelSettings, ModelSettings
 
 MODEL_CONFIG_FILE = "model_config.yaml"
 PLUGIN_CONFIG_FILE = "gallama.yaml"
@@ -110,9 +110,39 @@ def format_validation_error(model: str, exc: ValidationError) -> str:
     return f"model {model!r}: " + "; ".join(problems)
 
 
+class BackendEnvironment(BaseModel):
+    """Where a backend's engine workers run (``backends: {NAME: {...}}`` in ``gallama.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    python: str | None = None
+
+
+class BackendsSection(RootModel[dict[str, BackendEnvironment]]):
+    """The core's ``backends:`` section of ``gallama.yaml``: per backend name, its worker environment::
+
+        backends:
+          exllamav3:
+            python: /opt/venvs/exl3/bin/python   # workers of exllamav3 models run in that environment
+    """
+
+    def python_for_backend(self) -> dict[str, str]:
+        from gallama_core.models.registry import normalize_backend_name
+
+        return {normalize_backend_name(name): env.python for name, env in self.root.items() if env.python}
+
+
+#: Sections of ``gallama.yaml`` the core owns (plugins register theirs with ``gallama_config_sections``).
+CORE_CONFIG_SECTIONS: dict[str, type[BaseModel]] = {"backends": BackendsSection}
+
+
 def resolve_model_settings(raw: dict[str, Any], registry: BackendRegistry,
-                           config_entries: dict[str, dict[str, Any]] | None = None) -> ModelSettings:
-    """Merge a launch request with its ``model_config.yaml`` entry and validate it with the backend's model."""
+                           config_entries: dict[str, dict[str, Any]] | None = None,
+                           python_for_backend: dict[str, str] | None = None) -> ModelSettings:
+    """Merge a launch request with its ``model_config.yaml`` entry and validate it with the backend's model.
+
+    A backend that is not installed in the server's environment is accepted when the model's worker runs in
+    another one (``python`` in the entry, or for its backend in ``gallama.yaml``): the worker validates it."""
     entries = load_model_config() if config_entries is None else config_entries
     raw = dict(raw)
     model_id = str(raw.get("model_id", ""))
@@ -126,10 +156,17 @@ def resolve_model_settings(raw: dict[str, Any], registry: BackendRegistry,
     backend = merged.get("backend")
     if not backend:
         backend = registry.detect(merged["model_id"]) or DEFAULT_BACKEND
-    spec = registry.get(str(backend))
-    merged["backend"] = spec.name
+    foreign = (merged.get("python") or (python_for_backend or {}).get(normalize_backend_name(str(backend))))
     try:
-        return spec.settings_model.model_validate(merged)
+        spec = registry.get(str(backend))
+    except ConfigError:
+        if not foreign:
+            raise
+        settings_model, merged["backend"] = ForeignModelSettings, normalize_backend_name(str(backend))
+    else:
+        settings_model, merged["backend"] = spec.settings_model, spec.name
+    try:
+        return settings_model.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(label), exc)) from None
 

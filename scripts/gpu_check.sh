@@ -9,6 +9,7 @@
 #   options: --prebuild v2|v3 (once the foreground builds are done, start that engine's JIT build detached,
 #            so that a next run on the same, still warm machine finds it built)
 #            --no-bench  --no-serve  --no-tests  --v2-json FILE
+#            --http-bench-only (of the benchmarks, run only the HTTP one: gallama run vs the raw generator)
 #
 # Outputs go to $OUT (the device tool's folder) or test-output/gpu; models and builds to $GPU_WORK
 # (/tmp/gallama-gpu), reused while the machine stays up.
@@ -18,11 +19,11 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/test-output/gpu}
 WORK=${GPU_WORK:-/tmp/gallama-gpu}
 mkdir -p "$OUT" "$WORK"
-V2=0; V3=0; PREBUILD=""; BENCH=1; SERVE=1; TESTS=1; V2_JSON=""
+V2=0; V3=0; PREBUILD=""; BENCH=1; BACKEND_BENCH=1; SERVE=1; TESTS=1; V2_JSON=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --v2) V2=1 ;; --v3) V3=1 ;; --prebuild) PREBUILD=$2; shift ;;
-    --no-bench) BENCH=0 ;; --no-serve) SERVE=0 ;; --no-tests) TESTS=0 ;;
+    --no-bench) BENCH=0 ;; --no-serve) SERVE=0 ;; --no-tests) TESTS=0 ;; --http-bench-only) BACKEND_BENCH=0 ;;
     --v2-json) V2_JSON=$2; shift ;;
     *) echo "unknown option $1"; exit 2 ;;
   esac
@@ -101,9 +102,16 @@ run_engine() {  # run_engine v2|v3
     say "$e: benchmark gallama vs raw generator (1B shape)"
     # pairs of runs: the machines' shared CPUs make one run drift 10-30% from the next (see the bench's doc)
     local repeat=9; [ "$e" = v2 ] && repeat=3  # v2 decodes one job at a time: batch 32 takes ~25 s a run
-    check "$e bench" python3 benchmarks/bench_exllama.py --engine $e --model "$BIG" --batches 1,8,32 \
-      --new-tokens 128 --repeat $repeat --json "$OUT/bench-$e.json"
-    cp "$OUT/bench-$e.json" "$WORK/" 2>/dev/null
+    if [ $BACKEND_BENCH = 1 ]; then
+      check "$e bench" python3 benchmarks/bench_exllama.py --engine $e --model "$BIG" --batches 1,8,32 \
+        --new-tokens 128 --repeat $repeat --json "$OUT/bench-$e.json"
+      cp "$OUT/bench-$e.json" "$WORK/" 2>/dev/null
+    fi
+    if [ "$e" = v3 ]; then
+      say "$e: benchmark through HTTP (front + engine worker, separate client processes) vs raw batched generator"
+      check "$e http bench" python3 benchmarks/bench_http_exllama.py --engine $e --model "$BIG" --streams 1,8,32,64 \
+        --new-tokens 256 --repeat ${HTTP_REPEAT:-3} --clients 4 --json "$OUT/bench-http-$e.json" --log-dir "$OUT"
+    fi
   fi
 }
 

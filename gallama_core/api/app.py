@@ -13,32 +13,41 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gallama_core.api.state import AppState
 from gallama_core.models.registry import BackendRegistry
-from gallama_core.config import load_plugin_config
+from gallama_core.config import CORE_CONFIG_SECTIONS, load_plugin_config
 from gallama_core.errors import ConfigError, GallamaError, error_envelope
 from gallama_core.models.manager import ModelManager
 from gallama_core.models.settings import ModelSettings
 from gallama_core.plugin_system.manager import get_plugin_manager
 from gallama_core.api.routes import core_router
+from gallama_core.workers.launcher import InProcessLauncher
 
 log = logging.getLogger("gallama.app")
 
 
-def build_state(pm: pluggy.PluginManager | None = None, strict_names: bool = False, progress_factory=None) -> AppState:
+def build_state(pm: pluggy.PluginManager | None = None, strict_names: bool = False, progress_factory=None,
+                in_process: bool = False, log_level: str = "info") -> AppState:
+    """The server's state. Model instances run in engine-worker processes (or wherever a launcher plugin
+    puts them); ``in_process`` loads them in this process instead (unit tests with fake backends)."""
     pm = pm or get_plugin_manager()
     registry = BackendRegistry(pm)
-    sections = {}
+    sections = dict(CORE_CONFIG_SECTIONS)
     for section_list in pm.hook.gallama_config_sections():
         for section in section_list or []:
             if section.name in sections:
-                raise ConfigError(f"config section {section.name!r} is registered by two plugins")
+                raise ConfigError(f"config section {section.name!r} is registered twice (by a plugin and "
+                                  f"{'the core' if section.name in CORE_CONFIG_SECTIONS else 'another plugin'})")
             sections[section.name] = section.model
-    fields = {}
+    fields = {"mixture_of_agents": "core"}
     for impl in pm.hook.gallama_request_fields.get_hookimpls():
         for field in impl.function() or []:
             fields[field.name] = impl.plugin_name
-    return AppState(pm=pm, registry=registry, plugin_config=load_plugin_config(sections),
-                    request_fields=fields,
-                    models=ModelManager(registry, strict_names=strict_names, progress_factory=progress_factory))
+    models = ModelManager(registry, launcher=InProcessLauncher(registry.get), strict_names=strict_names,
+                          progress_factory=progress_factory)
+    state = AppState(pm=pm, registry=registry, plugin_config=load_plugin_config(sections), request_fields=fields,
+                     models=models, log_level=log_level)
+    if not in_process:
+        models.launcher = pm.hook.gallama_worker_launcher(app_state=state)
+    return state
 
 
 def _route_keys(router) -> set[tuple[str, str]]:
@@ -64,7 +73,7 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None) -> Fa
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         for settings in models or []:
-            state.models.start_loading(settings)
+            state.models.start_loading(settings, initial=True)
         yield
         await state.models.close()
 

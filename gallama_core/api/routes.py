@@ -68,24 +68,36 @@ def core_router(state: AppState) -> APIRouter:
 
     @router.get("/v1/models", tags=["openai"])
     async def list_models() -> ModelList:
-        cards = []
-        seen = set()
-        for instance in state.models.instances:
-            if instance.name in seen:
-                continue
-            seen.add(instance.name)
-            cards.append(ModelCard(id=instance.name, created=instance.created, backend=instance.settings.backend,
-                                   kind=instance.kind, status=instance.status))
-        return ModelList(data=cards)
+        cards = {}
+        for instance in state.models.instances:  # one card per name; ready if any instance is
+            card = cards.get(instance.name)
+            if card is None or (card.status != "ready" and instance.status == "ready"):
+                cards[instance.name] = ModelCard(id=instance.name, created=instance.created,
+                                                 backend=instance.settings.backend, kind=instance.kind,
+                                                 status=instance.status)
+        return ModelList(data=list(cards.values()))
+
+    @router.get("/list_loaded_models", tags=["management"])
+    async def list_loaded_models() -> list[dict]:
+        """One object per model instance: name, backend, status (loading, ready, restarting, failed), the pid
+        of its engine worker, active and served requests, restarts, load progress and the last error."""
+        return [instance.describe() for instance in state.models.instances]
 
     @router.get("/health", tags=["server"])
     async def health():
+        """200 while at least one model can serve (503 while the models given at start-up load, or when none
+        can serve); the body gives each model's state."""
         models = state.models
-        if models.loading:
-            return JSONResponse({"status": "loading"}, status_code=503)
+        statuses = {}
+        for instance in models.instances:
+            if statuses.get(instance.name) != "ready":
+                statuses[instance.name] = instance.status
+        if models.starting:
+            return JSONResponse({"status": "loading", "models": statuses}, status_code=503)
         if not models.ready():
-            return JSONResponse({"status": "no_model", "detail": "no model is loaded"}, status_code=503)
-        return {"status": "ok", "models": [i.name for i in models.ready()]}
+            return JSONResponse({"status": "no_model", "detail": "no model can serve", "models": statuses},
+                                status_code=503)
+        return {"status": "ok", "models": statuses}
 
     @router.post("/add_model", tags=["management"])
     async def add_model(request: Request):
@@ -96,7 +108,8 @@ def core_router(state: AppState) -> APIRouter:
             if not isinstance(item, dict) or "model_id" not in item:
                 raise InvalidRequestError("each model to add needs a 'model_id'", param="model_id")
             try:
-                settings.append(resolve_model_settings(item, state.registry))
+                settings.append(resolve_model_settings(item, state.registry,
+                                                       python_for_backend=state.python_for_backend()))
             except ConfigError as exc:
                 raise InvalidRequestError(str(exc)) from None
         for s in settings:

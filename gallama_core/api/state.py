@@ -21,3 +21,9 @@ class AppState:
     #: request field name -> plugin that registered it
     request_fields: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    log_level: str = "info"
+
+    def python_for_backend(self) -> dict[str, str]:
+        """Backend name -> worker interpreter, from the ``backends:`` section of ``gallama.yaml``."""
+        section = self.plugin_config.get("backends")
+        return section.python_for_backend() if section is not None else {}

@@ -63,6 +63,10 @@ class Backend(ABC):
 
     #: What the model serves: "chat" (chat + legacy completions), "embedding", "rerank".
     kind: ClassVar[str] = "chat"
+    #: Async methods beyond ``generate`` that the front may call when this backend runs in an engine worker
+    #: (e.g. ``("embed", "rerank")``). Their arguments and results cross a process boundary: plain data,
+    #: tuples/lists/dicts and numpy arrays only.
+    remote_methods: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, backend_name: str, model_name: str, max_seq_len: int,
                  chat_template: ChatTemplate | None = None):

@@ -43,6 +43,8 @@ class ModelSettings(BaseModel):
     draft_gpus: list[float] | None = None
     draft_cache_size: int | None = Field(None, gt=0)
     draft_cache_quant: CacheQuant | None = None
+    python: str | None = Field(None, description="Python interpreter of the environment the model's engine worker "
+                               "runs in (e.g. /opt/venvs/exl3/bin/python); default: the server's own.")
 
     @field_validator("gpus", "draft_gpus", mode="before")
     @classmethod
@@ -60,3 +62,10 @@ class ModelSettings(BaseModel):
         if self.model_name:
             return self.model_name
         return self.model_id.rstrip("/").split("/")[-1]
+
+
+class ForeignModelSettings(ModelSettings):
+    """A model whose backend is installed only in its worker's environment (``python`` points there): the front
+    checks the common keys and passes the rest on; the worker validates the entry with the backend's own model."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), validate_assignment=True)

@@ -23,6 +23,7 @@ from gallama_core.models.manager import ModelInstance
 from gallama_core.api.protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
                        ChunkChoice, CompletionChoice, CompletionRequest, CompletionResponse, Delta,
                        ResponseMessage, ToolCall, FunctionCall, Usage, new_id, now)
+from gallama_core.pipeline.mixture_of_agents import FIELD as MIXTURE_FIELD, run_mixture
 from gallama_core.pipeline.stream_events import StreamEvent
 
 log = logging.getLogger("gallama.serving")
@@ -151,12 +152,15 @@ class Pipeline:
         return ctx, instance, streams
 
     # ---------------------------------------------------------------------------------------- running
-    async def run(self, endpoint: str, body: Any):
+    async def run(self, endpoint: str, body: Any, usage_offset: Usage | None = None):
         """A response model, or an async iterator of SSE payload strings when the request streams.
 
         Any error that can be known before generation starts (validation, model, constraints, prompt too
-        long) is raised here, before the HTTP response begins.
+        long) is raised here, before the HTTP response begins. ``usage_offset`` is added to the reported usage
+        (tokens spent on the request's behalf by earlier calls, e.g. mixture-of-agents drafts).
         """
+        if endpoint == "chat" and isinstance(body, dict) and body.get(MIXTURE_FIELD) is not None:
+            return await run_mixture(self, body)
         model = ChatCompletionRequest if endpoint == "chat" else CompletionRequest
         request = parse_request(model, body)
         if endpoint == "completion" and request.suffix:
@@ -173,13 +177,13 @@ class Pipeline:
             raise
         events = _prepend(first, merged)
         if request.stream:
-            return self._sse(ctx, instance, events)
+            return self._sse(ctx, instance, events, usage_offset or Usage())
         try:
-            return await self._collect(ctx, events)
+            return await self._collect(ctx, events, usage_offset or Usage())
         finally:
             instance.active -= 1
 
-    async def _collect(self, ctx: RequestContext, events: AsyncIterator[tuple[int, StreamEvent]]):
+    async def _collect(self, ctx: RequestContext, events: AsyncIterator[tuple[int, StreamEvent]], offset: Usage):
         outputs: dict[int, list[dict[str, Any]]] = {}
         prompt_tokens = completion_tokens = 0
         async for index, event in events:
@@ -201,8 +205,7 @@ class Pipeline:
                     p["finish_reason"] = event.finish_reason
             prompt_tokens = event.prompt_tokens or prompt_tokens
             completion_tokens += event.completion_tokens or 0
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      total_tokens=prompt_tokens + completion_tokens)
+        usage = _usage(prompt_tokens, completion_tokens, offset)
         ordered = [p for index in sorted(outputs) for p in outputs[index]]
         if ctx.endpoint == "completion":
             prefix = ctx.request.prompt_text if ctx.request.echo else ""
@@ -223,7 +226,7 @@ class Pipeline:
                                       usage=usage)
 
     async def _sse(self, ctx: RequestContext, instance: ModelInstance,
-                   events: AsyncIterator[tuple[int, StreamEvent]]) -> AsyncIterator[str]:
+                   events: AsyncIterator[tuple[int, StreamEvent]], offset: Usage) -> AsyncIterator[str]:
         include_usage = bool(ctx.request.stream_options and ctx.request.stream_options.include_usage)
         created, prompt_tokens, completion_tokens = now(), 0, 0
         chat = ctx.endpoint == "chat"
@@ -245,8 +248,7 @@ class Pipeline:
                 else:
                     yield _text_chunk(ctx, created, index, event.content, event.finish_reason)
             if include_usage:
-                usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                              total_tokens=prompt_tokens + completion_tokens)
+                usage = _usage(prompt_tokens, completion_tokens, offset)
                 if chat:
                     yield ChatCompletionChunk(id=ctx.request_id, created=created, model=ctx.model_name, choices=[],
                                               usage=usage).model_dump_json(exclude_none=True)
@@ -254,11 +256,19 @@ class Pipeline:
                     yield CompletionResponse(id=ctx.request_id, created=created, model=ctx.model_name, choices=[],
                                              usage=usage).model_dump_json(exclude_none=True)
             yield "[DONE]"
-        except GallamaError as exc:  # after the stream started: report in-band, as OpenAI does
+        except GallamaError as exc:  # after the stream started: report in-band, as OpenAI does, then end it
             yield json.dumps(exc.envelope())
+            yield "[DONE]"
         finally:
             instance.active -= 1
             await events.aclose()
+
+
+def _usage(prompt_tokens: int, completion_tokens: int, offset: Usage) -> Usage:
+    prompt_tokens += offset.prompt_tokens
+    completion_tokens += offset.completion_tokens
+    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                 total_tokens=prompt_tokens + completion_tokens)
 
 
 def _chunk(ctx, created, index, delta: Delta, finish_reason=None) -> str:

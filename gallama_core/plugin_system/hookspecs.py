@@ -13,6 +13,7 @@ Registration hooks (called once at start-up):
 - :func:`gallama_routes` — HTTP routes
 - :func:`gallama_commands` — CLI subcommands
 - :func:`gallama_model_catalog` — models ``gallama download`` knows
+- :func:`gallama_worker_launcher` — where model instances run (local processes by default)
 
 Request hooks (called once per request, in this order):
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from gallama_core.pipeline.context import RequestContext
     from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry, ConfigSection, RequestField
     from gallama_core.pipeline.stream_events import StreamEvent
+    from gallama_core.workers.launcher import WorkerLauncher
 
 hookspec = pluggy.HookspecMarker("gallama")
 
@@ -92,6 +94,19 @@ def gallama_commands(cli: typer.Typer) -> None:
 @hookspec
 def gallama_model_catalog() -> list[CatalogEntry]:
     """Return the models ``gallama download`` and ``gallama list available`` know, per backend."""
+
+
+@hookspec(firstresult=True)
+def gallama_worker_launcher(app_state: AppState) -> WorkerLauncher | None:
+    """Return the launcher that starts this server's model instances, or None to leave it to others.
+
+    Called once when the server state is built; the first non-None result is used. The core's own
+    implementation (called last) starts one local engine-worker process per instance
+    (:class:`~gallama_core.workers.launcher.LocalProcessLauncher`). A plugin returns its own
+    :class:`~gallama_core.workers.launcher.WorkerLauncher` to place instances elsewhere (e.g. a Ray cluster),
+    usually only when its configuration section asks for it. Everything above the ``Backend`` seam (routing,
+    request hooks, features) is unchanged whatever the launcher.
+    """
 
 
 # ----------------------------------------------------------------------------------------- per request

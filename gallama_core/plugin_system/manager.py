@@ -28,6 +28,7 @@ CORE_PLUGINS = {
     "core.format_enforcement": "gallama_core.pipeline.features.format_enforcement",
     "core.function_calling": "gallama_core.pipeline.features.function_calling",
     "core.generation": "gallama_core.pipeline.features.default_generation",
+    "core.local_workers": "gallama_core.workers.local_workers",
 }
 
 

@@ -31,7 +31,7 @@ def pm():
 @pytest.fixture
 async def client(pm, home):
     """An httpx client on an app serving two echo models, 'echo-a' and 'echo-b'."""
-    state = build_state(pm, strict_names=True)
+    state = build_state(pm, strict_names=True, in_process=True)
     app = create_app(state, [ModelSettings(model_id="echo-a", backend="echo"),
                              ModelSettings(model_id="echo-b", backend="echo")])
     async with app.router.lifespan_context(app):

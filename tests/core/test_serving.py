@@ -174,7 +174,7 @@ async def test_health_is_503_while_loading(pm, home):
             return [BackendSpec(name="slow", settings_model=ModelSettings, load=load)]
 
     pm.register(SlowPlugin(), name="slow")
-    state = build_state(pm)
+    state = build_state(pm, in_process=True)
     app = create_app(state, [ModelSettings(model_id="slow-model", backend="slow")])
     import httpx
 
@@ -195,7 +195,7 @@ async def test_lone_model_serves_any_name_unless_strict(pm, home):
     from gallama_core.models.settings import ModelSettings
 
     for strict, expected in ((False, 200), (True, 404)):
-        state = build_state(pm, strict_names=strict)
+        state = build_state(pm, strict_names=strict, in_process=True)
         app = create_app(state, [ModelSettings(model_id="only", backend="echo")])
         async with app.router.lifespan_context(app):
             await state.models.wait_loaded()
@@ -204,3 +204,43 @@ async def test_lone_model_serves_any_name_unless_strict(pm, home):
                 assert r.status_code == expected
                 if expected == 200:
                     assert r.json()["model"] == "only"
+
+
+async def test_mixture_of_agents_feeds_every_draft_to_the_aggregator(client):
+    backends = {i.name: i.backend for i in client.state.models.instances}
+    body = {"model": "echo-a", "messages": [user("llamas are great")],
+            "mixture_of_agents": {"agents": ["echo-a", "echo-b"], "aggregator": "echo-b"}}
+    r = await client.post(CHAT, json=body)
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["model"] == "echo-b"
+    final = backends["echo-b"].requests[-1].prompt
+    assert "Answer 1 (from echo-a):\nllamas are great" in final
+    assert "Answer 2 (from echo-b):\nllamas are great" in final
+    drafts = [backends["echo-a"].requests[-1], backends["echo-b"].requests[-2]]
+    assert all("Answer 1" not in d.prompt for d in drafts)  # agents saw the plain conversation
+    # usage adds up all three calls: each echoes 3 words
+    assert answer["usage"]["completion_tokens"] == 3 * 3
+    assert answer["usage"]["prompt_tokens"] == sum(len(r.prompt.split()) for r in [*drafts, backends["echo-b"].requests[-1]])
+
+
+async def test_mixture_of_agents_streams_the_aggregator_with_summed_usage(client):
+    body = {"model": "echo-a", "messages": [user("one two")], "stream": True,
+            "stream_options": {"include_usage": True},
+            "mixture_of_agents": {"agents": ["echo-a"], "aggregator": "echo-b", "agent_max_tokens": 1}}
+    async with client.stream("POST", CHAT, json=body) as r:
+        lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    usage = json.loads(lines[-2][6:])["usage"]
+    assert usage["completion_tokens"] == 1 + 2  # one draft token, then the aggregator's echo
+
+
+async def test_mixture_of_agents_missing_model_is_404_before_anything_runs(client):
+    before = {i.name: len(i.backend.requests) for i in client.state.models.instances}
+    body = {"model": "echo-a", "messages": [user("x")],
+            "mixture_of_agents": {"agents": ["echo-a", "nope"], "aggregator": "echo-b"}}
+    error = assert_envelope(await client.post(CHAT, json=body), 404, "model")
+    assert "nope" in error["message"]
+    assert {i.name: len(i.backend.requests) for i in client.state.models.instances} == before
+    bad = {**body, "mixture_of_agents": {"agents": []}}
+    assert_envelope(await client.post(CHAT, json=bad), 400, "mixture_of_agents")

@@ -70,6 +70,7 @@ class InfinityBackend(Backend):
     """A text embedding model (``kind = "embedding"``) or a cross-encoder reranker (``kind = "rerank"``)."""
 
     kind = "embedding"
+    remote_methods = ("embed", "rerank")
 
     def __init__(self, settings: EmbeddingSettings, engine: Any, kind: str, max_tokens: int,
                  dimension: int | None, counter: TokenCounter):

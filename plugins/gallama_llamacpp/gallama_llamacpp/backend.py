@@ -79,6 +79,9 @@ def build_params(settings: LlamaCppSettings, meta: dict[str, Any]):
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.warmup = True
+    # llama.cpp's own log: warnings and errors, unless gallama runs at --log-level debug (3 = its info lines:
+    # per-request timings, slot traces).
+    params.verbosity = 3 if log.isEnabledFor(logging.DEBUG) else 2
     if settings.cache_quant:
         kind = getattr(xlc.ggml_type, CACHE_TYPES[settings.cache_quant])
         params.cache_type_k = kind

@@ -1,0 +1,145 @@
+"""gallama through HTTP (front + engine worker) against the raw batched ExLlama generator (GPU machine only).
+
+    python benchmarks/bench_http_exllama.py --engine v3 --model DIR [--streams 1,8,32,64] [--new-tokens 256]
+        [--repeat 3] [--clients 4] [--json out.json]
+
+- **raw**: a separate process loads the model with the plugin's own loader and times
+  ``generator.generate(prompt=[B prompts], max_new_tokens=N)`` (greedy, EOS ignored): the engine's best batched
+  throughput at batch B, with no server at all.
+- **gallama**: ``gallama run`` serving the same model (its engine worker is one more process), driven by
+  B concurrent streamed chat requests of N tokens from ``--clients`` separate load-generator processes
+  (benchmarks/http_load.py), the way OpenAI clients drive it. Tokens/s = completion tokens / wall time.
+
+Both stay loaded; each repeat measures raw then gallama (or the reverse, alternating), and the ratio is the
+median of the per-pair ratios (the machines' shared CPUs drift from run to run: see bench_exllama.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from bench_exllama import load, prompts, quantile, raw_run  # noqa: E402
+from http_load import run_load  # noqa: E402
+
+WORDS_PROMPTS = [p.split("\n", 1)[1].split("<|im_end|>")[0] for p in prompts(64)]
+
+
+def raw_server(args) -> None:
+    """--raw-worker: load once, then answer 'B' lines on stdin with tokens/s of one batched generate()."""
+    backend = load(args.engine, args.model, args.cache_size, max(args.streams))
+    texts = prompts(max(args.streams))
+    raw_run(args.engine, backend, texts[:2], 16)  # warm-up
+    print("ready", flush=True)
+    for line in sys.stdin:
+        b = int(line)
+        elapsed = raw_run(args.engine, backend, texts[:b], args.new_tokens)
+        print(json.dumps({"tokens_per_s": b * args.new_tokens / elapsed}), flush=True)
+
+
+def start_gallama(args):
+    from gallama_core.testing import free_port, wait_healthy
+
+    backend = {"v2": "exllama", "v3": "exllamav3"}[args.engine]
+    port = free_port()
+    log = open(Path(args.log_dir) / f"bench-http-{args.engine}-server.log", "wb")
+    entry = (f"model_id={args.model} model_name=bench backend={backend} max_seq_len=2048 "
+             f"cache_size={args.cache_size} cache_quant=FP16 max_batch_size={max(args.streams)}")
+    proc = subprocess.Popen([sys.executable, "-c", "from gallama_core.cli import main; main()", "run", "--port",
+                             str(port), "--log-level", "warning", "-id", entry], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc, timeout=900)
+    return proc, url
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--engine", choices=["v2", "v3"], default="v3")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--streams", default="1,8,32,64")
+    ap.add_argument("--new-tokens", type=int, default=256)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=4, help="load-generator processes")
+    ap.add_argument("--cache-size", type=int, default=64 * 1024)
+    ap.add_argument("--json")
+    ap.add_argument("--log-dir", default=os.environ.get("OUT", "."))
+    ap.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.streams = [int(s) for s in args.streams.split(",")]
+    if args.raw_worker:
+        raw_server(args)
+        return 0
+
+    raw = subprocess.Popen([sys.executable, __file__, "--raw-worker", "--engine", args.engine, "--model", args.model,
+                            "--streams", ",".join(map(str, args.streams)), "--new-tokens", str(args.new_tokens),
+                            "--cache-size", str(args.cache_size)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert raw.stdout.readline().strip() == "ready", "the raw generator process failed to start"
+    gallama, url = start_gallama(args)
+
+    def raw_tps(b: int) -> float:
+        raw.stdin.write(f"{b}\n")
+        raw.stdin.flush()
+        return json.loads(raw.stdout.readline())["tokens_per_s"]
+
+    def gallama_run(b: int) -> dict:
+        return run_load(url, "bench", WORDS_PROMPTS, b, args.new_tokens, requests=b,
+                        processes=min(args.clients, b))
+
+    try:
+        gallama_run(2)  # warm-up of the HTTP path
+        rows = []
+        for b in args.streams:
+            raws, gals, ratios = [], [], []
+            for i in range(args.repeat):
+                order = ("raw", "gallama") if i % 2 == 0 else ("gallama", "raw")
+                pair = {}
+                for side in order:
+                    pair[side] = raw_tps(b) if side == "raw" else gallama_run(b)
+                raws.append(pair["raw"])
+                gals.append(pair["gallama"])
+                ratios.append(pair["gallama"]["tokens_per_s"] / pair["raw"])
+            row = {"streams": b, "raw_tps": statistics.median(raws),
+                   "gallama_tps": statistics.median(g["tokens_per_s"] for g in gals),
+                   "ratio": statistics.median(ratios), "ratio_p25": quantile(ratios, 0.25),
+                   "ratio_p75": quantile(ratios, 0.75),
+                   "ttft_p50_ms": statistics.median(g["ttft_p50_ms"] for g in gals),
+                   "ttft_p99_ms": statistics.median(g["ttft_p99_ms"] for g in gals),
+                   "tokens": gals[-1]["tokens"], "expected_tokens": b * args.new_tokens, "pairs": len(ratios)}
+            rows.append(row)
+            print(f"  {b:3d} streams: raw {row['raw_tps']:8.1f} tok/s  gallama HTTP {row['gallama_tps']:8.1f} tok/s  "
+                  f"ratio {row['ratio']:.3f} [{row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}]  "
+                  f"TTFT p50 {row['ttft_p50_ms']:.0f} ms p99 {row['ttft_p99_ms']:.0f} ms  "
+                  f"({row['tokens']}/{row['expected_tokens']} tokens)", flush=True)
+    finally:
+        gallama.terminate()
+        raw.stdin.close()
+        raw.terminate()
+        gallama.wait(30)
+        raw.wait(30)
+    print(f"\ngallama HTTP (front + worker, {args.clients} client processes) vs raw batched generator, "
+          f"{Path(args.model).name}, {args.new_tokens} tokens per stream, greedy")
+    print("| streams | raw tok/s | gallama HTTP tok/s | ratio (median of pairs) | IQR | TTFT p50 ms | TTFT p99 ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['streams']} | {r['raw_tps']:.1f} | {r['gallama_tps']:.1f} | {r['ratio']:.3f} | "
+              f"{r['ratio_p25']:.3f}-{r['ratio_p75']:.3f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"engine": args.engine, "model": Path(args.model).name,
+                                               "new_tokens": args.new_tokens, "clients": args.clients,
+                                               "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The front ⇄ engine-worker protocol (version 1): msgpack maps over one stream socket.
+
+Transport: a connected ``AF_UNIX`` stream socket (a ``socketpair`` made by the front; the worker inherits one
+end as a file descriptor), so no path and no TCP port exists that another local user could reach. Messages
+are msgpack maps, written back to back (msgpack is self-delimiting); every map has a type ``t``.
+
+Worker → front:
+
+====================  ==========================================================================
+``hello``             ``v`` (protocol version), ``pid``; first message, before loading
+``progress``          ``message``, ``fraction`` (or nil) while loading
+``ready``             ``meta``: what the front's :class:`~gallama_core.workers.client.RemoteBackend`
+                      needs (``backend_name``, ``model_name``, ``max_seq_len``, ``kind``,
+                      ``chat_template`` {source, bos_token, eos_token, engine_adds_bos} or nil,
+                      ``info``, ``attributes`` (the backend's plain public attributes),
+                      ``methods`` (remote-callable method names))
+``load_failed``       ``error`` (the worker's own error text); the worker exits after it
+``chunks``            ``jobs``: [[job id, [chunk, ...]], ...]: every chunk produced since the last
+                      message, for every job (several tokens per message when the front falls behind)
+``end``               ``id``: the job finished (its last chunk was sent before)
+``error``             ``id``, ``error`` {status, type, message, param, code}: the job failed
+``result``            ``id``, ``value``: a remote method call returned
+``pong``              ``id``: answer to ``ping``
+====================  ==========================================================================
+
+Front → worker:
+
+====================  ==========================================================================
+``load``              ``backend`` (name), ``settings`` (the model entry), ``log_level``
+``generate``          ``id``, ``request`` (:class:`~gallama_core.models.backend.GenerationRequest` fields)
+``cancel``            ``id``: stop a job and free its slot (the client went away)
+``call``              ``id``, ``method``, ``args``: call a remote method (``embed``, ``rerank``...)
+``ping``              ``id``: health check
+``shutdown``          close the backend and exit 0
+====================  ==========================================================================
+
+A chunk is a map of the non-empty fields of a :class:`~gallama_core.models.backend.GenerationChunk`
+(``text``, ``finish_reason``, ``prompt_tokens``, ``completion_tokens``, any field added later).
+A worker that sees the socket close (the front died) exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from typing import Any, AsyncIterator
+
+import msgpack
+
+from ..errors import GallamaError, InvalidRequestError, ServiceUnavailableError
+from ..models.backend import GenerationChunk, GenerationRequest, SamplingParams
+
+PROTOCOL_VERSION = 1
+_NDARRAY = 1  # msgpack extension type: a numpy array (dtype, shape, raw bytes)
+
+
+def _default(obj: Any) -> Any:
+    if type(obj).__module__ == "numpy":
+        if hasattr(obj, "tobytes") and hasattr(obj, "shape"):
+            return msgpack.ExtType(_NDARRAY, msgpack.packb([obj.dtype.str, list(obj.shape), obj.tobytes()]))
+        if hasattr(obj, "item"):  # numpy scalar
+            return obj.item()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    raise TypeError(f"cannot send a {type(obj).__name__} to or from an engine worker")
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    if code == _NDARRAY:
+        import numpy  # only when a worker sent an array (embeddings): numpy is in that plugin's environment
+
+        dtype, shape, raw = msgpack.unpackb(data)
+        return numpy.frombuffer(raw, dtype=dtype).reshape(shape)
+    return msgpack.ExtType(code, data)
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    return msgpack.packb(message, default=_default, use_bin_type=True)
+
+
+def sendable(value: Any) -> bool:
+    """Whether ``value`` can cross the boundary as it is (used to pick a backend's plain attributes)."""
+    try:
+        msgpack.packb(value, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True
+
+
+class Channel:
+    """Messages over a connected stream socket: ``send`` from any coroutine, ``async for`` to receive."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self._reader = reader
+        self._writer = writer
+        self._unpacker = msgpack.Unpacker(ext_hook=_ext_hook, raw=False, max_buffer_size=256 << 20)
+
+    @classmethod
+    async def open(cls, sock: socket.socket) -> "Channel":
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
+        return cls(reader, writer)
+
+    def send_nowait(self, message: dict[str, Any]) -> None:
+        if not self._writer.is_closing():
+            self._writer.write(pack(message))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.send_nowait(message)
+        await self.drain()
+
+    async def drain(self) -> None:
+        try:
+            await self._writer.drain()
+        except (ConnectionError, BrokenPipeError):
+            pass
+
+    @property
+    def closed(self) -> bool:
+        return self._writer.is_closing()
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        while True:
+            try:
+                data = await self._reader.read(1 << 16)
+            except (ConnectionError, OSError):
+                return
+            if not data:
+                return
+            self._unpacker.feed(data)
+            for message in self._unpacker:
+                yield message
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+# ------------------------------------------------------------------------------------- wire <-> objects
+
+
+def request_to_wire(request: GenerationRequest) -> dict[str, Any]:
+    return dataclasses.asdict(request)
+
+
+def request_from_wire(data: dict[str, Any]) -> GenerationRequest:
+    known = {f.name for f in dataclasses.fields(GenerationRequest)}
+    fields = {k: v for k, v in data.items() if k in known}
+    fields["sampling"] = SamplingParams(**{k: v for k, v in (fields.get("sampling") or {}).items()
+                                           if k in {f.name for f in dataclasses.fields(SamplingParams)}})
+    return GenerationRequest(**fields)
+
+
+_CHUNK_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GenerationChunk)}
+
+
+def chunk_to_wire(chunk: GenerationChunk) -> dict[str, Any]:
+    return {k: v for k, v in vars(chunk).items() if v is not None and v != "" and v != _CHUNK_DEFAULTS.get(k, ...)}
+
+
+def chunk_from_wire(data: dict[str, Any]) -> GenerationChunk:
+    return GenerationChunk(**{k: v for k, v in data.items() if k in _CHUNK_DEFAULTS})
+
+
+def merge_wire_chunks(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Consecutive plain chunks of one job as one (text and list fields joined): the front then does the
+    work of one chunk, not of every token, when it falls behind. A chunk carrying a finish reason or token
+    counts stays last of its group."""
+    out: list[dict[str, Any]] = []
+    for chunk in chunks:
+        last = out[-1] if out else None
+        if last is not None and not ({"finish_reason", "prompt_tokens", "completion_tokens"} & last.keys()):
+            merged = dict(last)
+            for key, value in chunk.items():
+                if key == "text":
+                    merged["text"] = merged.get("text", "") + value
+                elif isinstance(value, list) and isinstance(merged.get(key), list):
+                    merged[key] = merged[key] + value
+                else:
+                    merged[key] = value
+            out[-1] = merged
+        else:
+            out.append(dict(chunk))
+    return out
+
+
+def error_to_wire(exc: BaseException) -> dict[str, Any]:
+    if isinstance(exc, GallamaError):
+        return {"status": exc.status_code, "type": exc.error_type, "message": exc.message, "param": exc.param,
+                "code": exc.code}
+    return {"status": 500, "type": "server_error", "message": f"{type(exc).__name__}: {exc}", "param": None,
+            "code": None}
+
+
+def error_from_wire(data: dict[str, Any]) -> GallamaError:
+    """The error as the worker raised it: same status, type, param and code (and class for 400 and 503, so that
+    ``except InvalidRequestError`` in feature code works as it did in process)."""
+    status = int(data.get("status") or 500)
+    cls = {400: InvalidRequestError, 503: ServiceUnavailableError}.get(status, GallamaError)
+    return cls(data.get("message") or "engine worker error", param=data.get("param"), code=data.get("code"),
+               status_code=status, error_type=data.get("type") or "server_error")

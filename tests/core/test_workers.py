@@ -1,0 +1,203 @@
+"""The front ⇄ engine-worker protocol, the worker service and RemoteBackend, over a real socket pair (the
+worker side runs in this process with the echo backend; tests/e2e/test_workers.py covers real processes)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from fake_backend import EchoBackend
+
+from gallama_core.errors import InvalidRequestError
+from gallama_core.models.backend import GenerationRequest
+from gallama_core.models.settings import ModelSettings
+from gallama_core.plugin_system.registrations import LoadProgress
+from gallama_core.workers import protocol
+from gallama_core.workers.client import WorkerConnection, WorkerLoadError, WorkerLost, RemoteBackend
+from gallama_core.workers.launcher import gpu_placement
+from gallama_core.workers.server import Outbox, run_worker
+
+
+class Recorder(EchoBackend):
+    remote_methods = ("shout",)
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        self.colour = "blue"
+        self.cancelled = asyncio.Event()
+
+    async def shout(self, text, times):
+        return {"text": text.upper() * times, "pair": (1, 2)}
+
+    async def generate(self, request):
+        if request.prompt == "forever":
+            try:
+                while True:
+                    await asyncio.sleep(0.01)
+                    yield type(self).chunk("x")
+            finally:
+                self.cancelled.set()
+        else:
+            async for chunk in super().generate(request):
+                yield chunk
+
+    @staticmethod
+    def chunk(text):
+        from gallama_core.models.backend import GenerationChunk
+
+        return GenerationChunk(text=text)
+
+
+async def _pair(loader):
+    """A worker (run_worker in a task) and the front's connection to it."""
+    front, worker = socket.socketpair()
+    worker_channel = await protocol.Channel.open(worker)
+    task = asyncio.create_task(run_worker(worker_channel, loader))
+    connection = WorkerConnection(await protocol.Channel.open(front), "m")
+    return connection, task
+
+
+async def _ready(loader=None):
+    backends = []
+
+    def load(name, settings, progress):
+        progress.update("half", 0.5)
+        backend = Recorder(ModelSettings(model_id=settings["model_id"]))
+        backends.append(backend)
+        return backend
+
+    connection, task = await _pair(loader or load)
+    seen = []
+    meta = await connection.handshake({"backend": "echo", "settings": {"model_id": "m"}},
+                                      LoadProgress(lambda m, f: seen.append((m, f))))
+    return connection, task, meta, backends, seen
+
+
+async def test_handshake_carries_metadata_and_progress():
+    connection, task, meta, backends, seen = await _ready()
+    assert seen == [("half", 0.5)]
+    assert meta["model_name"] == "m" and meta["kind"] == "chat" and meta["max_seq_len"] == 64
+    assert meta["chat_template"]["source"].startswith("{% for message")
+    assert meta["attributes"]["colour"] == "blue"
+    assert meta["methods"] == ["shout"]
+    await connection.shutdown()
+    assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_remote_backend_streams_calls_and_reads_attributes():
+    connection, task, meta, backends, _ = await _ready()
+    remote = RemoteBackend(connection, meta)
+    chunks = [c async for c in remote.generate(GenerationRequest(prompt="one two three"))]
+    assert "".join(c.text for c in chunks) == "one two three"
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].completion_tokens == 3
+    assert remote.colour == "blue" and remote.chat_template is not None
+    assert await remote.shout("ab", 2) == {"text": "ABAB", "pair": [1, 2]}
+    with pytest.raises(AttributeError):
+        remote.nothing_here
+    await remote.ping()
+    await remote.close()
+    assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_errors_before_the_first_chunk_keep_their_status():
+    connection, task, meta, _, _ = await _ready()
+    remote = RemoteBackend(connection, meta)
+    with pytest.raises(InvalidRequestError) as info:
+        async for _ in remote.generate(GenerationRequest(prompt="TOO LONG")):
+            pass
+    assert info.value.status_code == 400 and info.value.code == "context_length_exceeded"
+    await remote.close()
+    await task
+
+
+async def test_closing_the_stream_cancels_the_job_in_the_worker():
+    connection, task, meta, backends, _ = await _ready()
+    remote = RemoteBackend(connection, meta)
+    stream = remote.generate(GenerationRequest(prompt="forever"))
+    assert (await anext(stream)).text.startswith("x")
+    await stream.aclose()
+    await asyncio.wait_for(backends[0].cancelled.wait(), 5)
+    await remote.close()
+    await task
+
+
+async def test_a_lost_worker_fails_open_streams_and_new_requests():
+    connection, task, meta, _, _ = await _ready()
+    remote = RemoteBackend(connection, meta)
+    stream = remote.generate(GenerationRequest(prompt="forever"))
+    await anext(stream)
+    task.cancel()  # the worker side vanishes: its socket closes
+    connection.abort("the engine worker was killed by SIGKILL")
+    with pytest.raises(WorkerLost) as info:
+        while True:
+            await anext(stream)
+    assert info.value.status_code == 503 and "SIGKILL" in info.value.message
+    with pytest.raises(WorkerLost):
+        await anext(remote.generate(GenerationRequest(prompt="x")))
+
+
+async def test_load_failure_reports_the_workers_own_text():
+    def load(name, settings, progress):
+        raise FileNotFoundError("GGUF file not found: /nowhere.gguf")
+
+    connection, task = await _pair(load)
+    with pytest.raises(WorkerLoadError, match="GGUF file not found: /nowhere.gguf"):
+        await connection.handshake({"backend": "echo", "settings": {}}, LoadProgress())
+    assert await task == 1
+
+
+async def test_outbox_merges_what_piles_up_into_one_message():
+    sent = []
+
+    class FakeChannel:
+        def send_nowait(self, message):
+            sent.append(message)
+
+        async def drain(self):
+            pass
+
+    outbox = Outbox(FakeChannel())
+    for i in range(10):  # produced while the writer had no chance to run (the front is behind)
+        outbox.chunk(7, {"text": str(i)})
+    outbox.chunk(7, {"text": "", "finish_reason": "stop", "completion_tokens": 11})
+    outbox.control({"t": "end", "id": 7})
+    writer = asyncio.create_task(outbox.run())
+    await asyncio.sleep(0.01)
+    writer.cancel()
+    assert sent[0] == {"t": "chunks", "jobs": [[7, [{"text": "0123456789", "finish_reason": "stop",
+                                                      "completion_tokens": 11}]]]}
+    assert sent[1] == {"t": "end", "id": 7} and len(sent) == 2
+
+
+def test_merge_keeps_a_finished_chunk_last_of_its_group():
+    merged = protocol.merge_wire_chunks([{"text": "a"}, {"text": "b", "finish_reason": "stop"}, {"text": "c"}])
+    assert merged == [{"text": "ab", "finish_reason": "stop"}, {"text": "c"}]
+
+
+def test_requests_and_errors_round_trip():
+    request = GenerationRequest(prompt="p", max_tokens=3, stop=["x"], grammar="start: /a/")
+    request.sampling.temperature = 0.5
+    back = protocol.request_from_wire(protocol.request_to_wire(request) | {"future_field": 1})
+    assert back == request
+    error = protocol.error_from_wire(protocol.error_to_wire(InvalidRequestError("bad", param="messages", code="c")))
+    assert (error.status_code, error.error_type, error.param, error.code) == (400, "invalid_request_error",
+                                                                              "messages", "c")
+    assert protocol.error_to_wire(RuntimeError("boom"))["status"] == 500
+
+
+@pytest.mark.parametrize("gpus, draft, parent, devices, placed", [
+    (None, None, None, None, {}),
+    ([20, 15, 0], None, None, "0,1", {"gpus": [20, 15]}),
+    ([0, 20], None, None, "1", {"gpus": [20]}),
+    ([0, 20], None, "4,6", "6", {"gpus": [20]}),
+    ([0, 0, 10], [0, 5, 0], None, "1,2", {"gpus": [0, 10], "draft_gpus": [5, 0]}),
+])
+def test_gpu_placement(gpus, draft, parent, devices, placed):
+    settings = ModelSettings(model_id="m", gpus=gpus, draft_gpus=draft)
+    assert gpu_placement(settings, parent) == (devices, placed)
+
+
+def test_gpu_placement_beyond_the_visible_gpus_is_an_error():
+    with pytest.raises(WorkerLoadError, match="CUDA_VISIBLE_DEVICES=3"):
+        gpu_placement(ModelSettings(model_id="m", gpus=[0, 10]), "3")
