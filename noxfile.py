@@ -64,9 +64,10 @@ def core(session: nox.Session) -> None:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """gallama run on SmolLM2 (llama.cpp) driven by the official openai client."""
+    """gallama run on SmolLM2 (llama.cpp) driven by the official openai client; keys, closed surface, admission
+    and drain through real HTTP."""
     _install(session, "gallama_llamacpp")
-    _pytest(session, "tests/e2e")
+    _pytest(session, "tests/e2e", "tests/security", "tests/robustness")
 
 
 def _plugin_session(plugin: str):

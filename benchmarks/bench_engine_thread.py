@@ -9,6 +9,11 @@ stand-in that does what ExLlama's ``iterate()`` does to the CPU: it holds the GI
 giving it up for a moment every few microseconds as torch ops do. "raw" calls ``iterate()`` in a plain loop
 (what ``generator.generate`` does); "gallama" runs B concurrent ``EngineLoop.stream`` consumers. The ratio is
 raw time / gallama time, median of ``--repeat`` back-to-back pairs.
+
+``--worker`` compares instead B concurrent streams of the same stand-in in this process (``Backend.generate``)
+with the same streams through an engine worker process (``RemoteBackend`` over the worker protocol): the cost of
+the process boundary. The stand-in is registered for the worker through a throw-away distribution (a dist-info
+with an entry point in a temp folder on ``PYTHONPATH``); nothing is installed.
 """
 
 from __future__ import annotations
@@ -113,14 +118,102 @@ async def main_async(args) -> list[dict]:
     return rows
 
 
+PLUGIN = """
+import os, sys
+sys.path.insert(0, {bench_dir!r})
+from bench_engine_thread import BusyGenerator, Job
+from gallama_core import hookimpl
+from gallama_core.models.backend import Backend
+from gallama_core.models.engine_thread import EngineLoop
+from gallama_core.models.settings import ModelSettings
+from gallama_core.plugin_system.registrations import BackendSpec
+
+
+class Busy(Backend):
+    def __init__(self, settings):
+        super().__init__("busy", settings.served_name, 1 << 16, None)
+        self.engine = EngineLoop(BusyGenerator(float(os.environ["BUSY_STEP_MS"]) / 1000), "busy")
+
+    async def generate(self, request):
+        async for chunk in self.engine.stream(Job(request.max_tokens), 1, "busy"):
+            yield chunk
+
+
+@hookimpl
+def gallama_backends():
+    return [BackendSpec(name="busy", settings_model=ModelSettings, load=lambda s, p: Busy(s))]
+"""
+
+
+async def worker_main(args) -> list[dict]:
+    import os
+    import tempfile
+
+    from gallama_core.models.backend import GenerationRequest
+    from gallama_core.models.settings import ModelSettings
+    from gallama_core.plugin_system.registrations import LoadProgress
+    from gallama_core.workers.launcher import LocalProcessLauncher
+
+    folder = Path(tempfile.mkdtemp(prefix="gallama-busy-"))
+    (folder / "gallama_busy_plugin.py").write_text(PLUGIN.format(bench_dir=str(Path(__file__).resolve().parent)))
+    info = folder / "gallama_busy-0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gallama-busy\nVersion: 0.0\n")
+    (info / "entry_points.txt").write_text("[gallama]\nbusy = gallama_busy_plugin\n")
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    os.environ["BUSY_STEP_MS"] = str(args.step_ms)
+    sys.path.insert(0, str(folder))
+    import gallama_busy_plugin
+
+    settings = ModelSettings(model_id="busy", backend="busy")
+    local = gallama_busy_plugin.Busy(settings)
+    worker = await LocalProcessLauncher(log_level="warning").launch(settings, LoadProgress())
+
+    async def drive(backend, b: int) -> float:
+        async def one() -> int:
+            n = 0
+            async for chunk in backend.generate(GenerationRequest(prompt="x", max_tokens=args.steps)):
+                n += len(chunk.text)
+            return n
+
+        t0 = time.perf_counter()
+        counts = await asyncio.gather(*(one() for _ in range(b)))
+        assert sum(counts) == b * args.steps, counts
+        return time.perf_counter() - t0
+
+    rows = []
+    try:
+        for b in args.batches:
+            ratios = []
+            for i in range(args.repeat):
+                sides = (local, worker.backend) if i % 2 == 0 else (worker.backend, local)
+                times = {id(side): await drive(side, b) for side in sides}
+                ratios.append(times[id(local)] / times[id(worker.backend)])
+            rows.append({"batch": b, "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios)})
+    finally:
+        await worker.stop()
+        local.engine.close()
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--step-ms", type=float, default=8.0)
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--worker", action="store_true", help="in process vs through an engine worker process")
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
+    if args.worker:
+        rows = asyncio.run(worker_main(args))
+        print(f"engine worker vs in process: {args.step_ms:g} ms per step, {args.steps} steps, median of "
+              f"{args.repeat} pairs, Python {sys.version.split()[0]}")
+        print("| batch | worker/in-process | range |")
+        print("|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['batch']} | {r['ratio']:.3f} | {r['min']:.3f}-{r['max']:.3f} |")
+        return 0
     rows = asyncio.run(main_async(args))
     print(f"engine thread vs a plain iterate() loop: {args.step_ms:g} ms per step, {args.steps} steps, "
           f"median of {args.repeat} pairs, Python {sys.version.split()[0]}")

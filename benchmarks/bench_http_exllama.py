@@ -36,15 +36,76 @@ WORDS_PROMPTS = [p.split("\n", 1)[1].split("<|im_end|>")[0] for p in prompts(64)
 
 
 def raw_server(args) -> None:
-    """--raw-worker: load once, then answer 'B' lines on stdin with tokens/s of one batched generate()."""
+    """--raw-worker: load once, then answer 'raw B' / 'inproc B' lines on stdin with tokens/s of one batched
+    generate() (raw), or of B concurrent Backend.generate streams in this process (gallama below the seam)."""
+    import asyncio
+
+    from bench_exllama import gallama_run as inproc_run
+
     backend = load(args.engine, args.model, args.cache_size, max(args.streams))
+    backend.stop_on_eos = False
     texts = prompts(max(args.streams))
     raw_run(args.engine, backend, texts[:2], 16)  # warm-up
+    asyncio.run(inproc_run(backend, texts[:2], 16))
     print("ready", flush=True)
     for line in sys.stdin:
-        b = int(line)
-        elapsed = raw_run(args.engine, backend, texts[:b], args.new_tokens)
-        print(json.dumps({"tokens_per_s": b * args.new_tokens / elapsed}), flush=True)
+        side, b = line.split()
+        b = int(b)
+        if side == "raw":
+            elapsed = raw_run(args.engine, backend, texts[:b], args.new_tokens)
+            tps = b * args.new_tokens / elapsed
+        else:
+            elapsed, tokens = asyncio.run(inproc_run(backend, texts[:b], args.new_tokens))
+            tps = tokens / elapsed
+        print(json.dumps({"tokens_per_s": tps}), flush=True)
+
+
+class DirectWorker:
+    """gallama's engine worker driven through RemoteBackend from this process (no front, no HTTP)."""
+
+    def __init__(self, args):
+        import asyncio
+
+        from gallama_core.models.registry import BackendRegistry
+        from gallama_core.plugin_system.manager import get_plugin_manager
+        from gallama_core.plugin_system.registrations import LoadProgress
+        from gallama_core.workers.launcher import LocalProcessLauncher
+
+        backend = {"v2": "exllama", "v3": "exllamav3"}[args.engine]
+        spec = BackendRegistry(get_plugin_manager()).get(backend)
+        settings = spec.settings_model(model_id=args.model, model_name="bench", backend=spec.name, max_seq_len=2048,
+                                       cache_size=args.cache_size, cache_quant="FP16",
+                                       max_batch_size=max(args.streams))
+        self.loop = asyncio.new_event_loop()
+        self.worker = self.loop.run_until_complete(LocalProcessLauncher(log_level="warning").launch(settings,
+                                                                                                  LoadProgress()))
+        self.texts = prompts(max(args.streams))
+        self.new_tokens = args.new_tokens
+
+    def run(self, b: int) -> dict:
+        import asyncio
+
+        from gallama_core.models.backend import GenerationRequest, SamplingParams
+
+        async def one(text):
+            start, first, n = time.perf_counter(), None, 0
+            async for chunk in self.worker.backend.generate(GenerationRequest(
+                    prompt=text, max_tokens=self.new_tokens, sampling=SamplingParams(temperature=0.0))):
+                first = first or time.perf_counter() - start
+                n = chunk.completion_tokens or n
+            return first, n
+
+        async def all_of():
+            t0 = time.perf_counter()
+            out = await asyncio.gather(*(one(t) for t in self.texts[:b]))
+            return time.perf_counter() - t0, out
+
+        elapsed, out = self.loop.run_until_complete(all_of())
+        return {"tokens_per_s": sum(n for _, n in out) / elapsed,
+                "ttft_p50_ms": 1000 * statistics.median(f for f, _ in out)}
+
+    def close(self):
+        self.loop.run_until_complete(self.worker.stop())
 
 
 def start_gallama(args):
@@ -73,6 +134,8 @@ def main() -> int:
     ap.add_argument("--cache-size", type=int, default=64 * 1024)
     ap.add_argument("--json")
     ap.add_argument("--log-dir", default=os.environ.get("OUT", "."))
+    ap.add_argument("--sides", default="raw,http", help="also 'inproc' (Backend.generate in one process) and "
+                    "'worker' (RemoteBackend to one engine worker, no front): where the HTTP gap comes from")
     ap.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.streams = [int(s) for s in args.streams.split(",")]
@@ -87,10 +150,12 @@ def main() -> int:
     assert raw.stdout.readline().strip() == "ready", "the raw generator process failed to start"
     gallama, url = start_gallama(args)
 
-    def raw_tps(b: int) -> float:
-        raw.stdin.write(f"{b}\n")
+    def raw_tps(b: int, side: str = "raw") -> float:
+        raw.stdin.write(f"{side} {b}\n")
         raw.stdin.flush()
         return json.loads(raw.stdout.readline())["tokens_per_s"]
+
+    direct = DirectWorker(args) if "worker" in args.sides else None
 
     def gallama_run(b: int) -> dict:
         return run_load(url, "bench", WORDS_PROMPTS, b, args.new_tokens, requests=b,
@@ -101,6 +166,7 @@ def main() -> int:
         rows = []
         for b in args.streams:
             raws, gals, ratios = [], [], []
+            extra: dict[str, list[float]] = {}
             for i in range(args.repeat):
                 order = ("raw", "gallama") if i % 2 == 0 else ("gallama", "raw")
                 pair = {}
@@ -109,19 +175,32 @@ def main() -> int:
                 raws.append(pair["raw"])
                 gals.append(pair["gallama"])
                 ratios.append(pair["gallama"]["tokens_per_s"] / pair["raw"])
+                # diagnosis: the same load below HTTP (in process; through one worker without the front)
+                if "inproc" in args.sides:
+                    extra.setdefault("inproc", []).append(raw_tps(b, "inproc") / pair["raw"])
+                if direct is not None:
+                    w = direct.run(b)
+                    extra.setdefault("worker", []).append(w["tokens_per_s"] / pair["raw"])
+                    extra.setdefault("worker_ttft", []).append(w["ttft_p50_ms"])
             row = {"streams": b, "raw_tps": statistics.median(raws),
                    "gallama_tps": statistics.median(g["tokens_per_s"] for g in gals),
                    "ratio": statistics.median(ratios), "ratio_p25": quantile(ratios, 0.25),
                    "ratio_p75": quantile(ratios, 0.75),
                    "ttft_p50_ms": statistics.median(g["ttft_p50_ms"] for g in gals),
                    "ttft_p99_ms": statistics.median(g["ttft_p99_ms"] for g in gals),
-                   "tokens": gals[-1]["tokens"], "expected_tokens": b * args.new_tokens, "pairs": len(ratios)}
+                   "tokens": gals[-1]["tokens"], "expected_tokens": b * args.new_tokens, "pairs": len(ratios),
+                   **{f"{k}_median": statistics.median(v) for k, v in extra.items()}}
             rows.append(row)
+            if extra:
+                print("      below HTTP: " + "  ".join(f"{k} {statistics.median(v):.3f}" for k, v in extra.items()),
+                      flush=True)
             print(f"  {b:3d} streams: raw {row['raw_tps']:8.1f} tok/s  gallama HTTP {row['gallama_tps']:8.1f} tok/s  "
                   f"ratio {row['ratio']:.3f} [{row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}]  "
                   f"TTFT p50 {row['ttft_p50_ms']:.0f} ms p99 {row['ttft_p99_ms']:.0f} ms  "
                   f"({row['tokens']}/{row['expected_tokens']} tokens)", flush=True)
     finally:
+        if direct is not None:
+            direct.close()
         gallama.terminate()
         raw.stdin.close()
         raw.terminate()

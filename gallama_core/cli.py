@@ -45,6 +45,20 @@ def run(
     strict_model_names: bool = typer.Option(False, help="Answer 404 for any model name that is not loaded "
                                             "(by default a lone model of the right kind serves any name)."),
     log_level: str = typer.Option("info", help="debug, info, warning or error."),
+    api_key: Optional[List[str]] = typer.Option(
+        None, "--api-key", help="A key that inference routes require (Authorization: Bearer KEY or x-api-key). "
+        "Repeat for several; also GALLAMA_API_KEY (comma-separated) and server.api_keys in gallama.yaml."),
+    admin_key: Optional[List[str]] = typer.Option(
+        None, "--admin-key", help="The key that model management (/add_model, /remove_model...) requires; it also "
+        "works for inference. Also GALLAMA_ADMIN_KEY. Without any key, management works only on a loopback bind."),
+    cors_origin: Optional[List[str]] = typer.Option(
+        None, "--cors-origin", help="A browser origin allowed to call the API (e.g. http://localhost:3000); CORS is "
+        "off unless given. Repeatable."),
+    max_body_mb: Optional[float] = typer.Option(None, help="Largest request body in MB (default 8): larger ones get "
+                                                "a 413 before they are read."),
+    shutdown_timeout: float = typer.Option(30.0, min=0, help="On SIGTERM or Ctrl+C, seconds that requests in flight "
+                                           "may take to finish (new ones get 503) before they are ended with an "
+                                           "error; then the server exits 0."),
 ):
     """Serve models over the OpenAI API (chat, completions, models, health; plugin routes)."""
     from gallama_core.api.app import build_state, create_app
@@ -69,11 +83,33 @@ def run(
                     for raw in launches]
     except ConfigError as exc:
         _fail(str(exc))
+    surface = _surface(state, host, api_key, admin_key, cors_origin, max_body_mb)
     console.log(f"gallama home: {home}")
+    if not surface.loopback and not surface.keys_set:
+        console.log(f"[bold yellow]warning:[/] listening on {host} without --api-key: anyone who can reach this "
+                    "address can use the models (model management stays disabled without --admin-key)")
     for s in settings:
         console.log(f"loading [cyan]{s.served_name}[/] with backend [magenta]{s.backend}[/] from {s.model_id}")
     console.log(f"OpenAI API at http://{host}:{port}/v1 (health: http://{host}:{port}/health)")
-    serve(create_app(state, settings), host=host, port=port, log_level=log_level.lower())
+    serve(create_app(state, settings, surface=surface), host=host, port=port, log_level=log_level.lower(),
+          shutdown_timeout=shutdown_timeout, state=state)
+
+
+def _surface(state, host: str, api_keys, admin_keys, cors_origins, max_body_mb):
+    """What the front lets in: options, then GALLAMA_API_KEY / GALLAMA_ADMIN_KEY, then gallama.yaml's server:."""
+    from gallama_core.api.security import SurfaceConfig
+
+    section = state.plugin_config.get("server")
+
+    def merged(given, variable: str, from_file) -> list[str]:
+        values = list(given or []) + [v.strip() for v in os.environ.get(variable, "").split(",") if v.strip()]
+        return list(dict.fromkeys(values + list(from_file or [])))
+
+    return SurfaceConfig(
+        api_keys=merged(api_keys, "GALLAMA_API_KEY", getattr(section, "api_keys", [])),
+        admin_keys=merged(admin_keys, "GALLAMA_ADMIN_KEY", getattr(section, "admin_keys", [])),
+        cors_origins=merged(cors_origins, "GALLAMA_CORS_ORIGIN", getattr(section, "cors_origins", [])),
+        max_body_bytes=int((max_body_mb or getattr(section, "max_body_mb", 8.0)) * (1 << 20)), bind_host=host)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
 
 from gallama_core.models.registry import DEFAULT_BACKEND, BackendRegistry, normalize_backend_name
 from gallama_core.errors import ConfigError
@@ -132,8 +132,27 @@ class BackendsSection(RootModel[dict[str, BackendEnvironment]]):
         return {normalize_backend_name(name): env.python for name, env in self.root.items() if env.python}
 
 
+class ServerSection(BaseModel):
+    """The core's ``server:`` section of ``gallama.yaml`` (command-line options and ``GALLAMA_*`` variables add to
+    it or override it)::
+
+        server:
+          api_keys: [sk-local-1]          # inference routes need one of these (or the admin key)
+          admin_keys: [sk-admin]          # model management needs one of these
+          cors_origins: [http://localhost:3000]
+          max_body_mb: 8
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_keys: list[str] = []
+    admin_keys: list[str] = []
+    cors_origins: list[str] = []
+    max_body_mb: float = Field(8.0, gt=0, le=1024)
+
+
 #: Sections of ``gallama.yaml`` the core owns (plugins register theirs with ``gallama_config_sections``).
-CORE_CONFIG_SECTIONS: dict[str, type[BaseModel]] = {"backends": BackendsSection}
+CORE_CONFIG_SECTIONS: dict[str, type[BaseModel]] = {"backends": BackendsSection, "server": ServerSection}
 
 
 def resolve_model_settings(raw: dict[str, Any], registry: BackendRegistry,

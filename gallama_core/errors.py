@@ -50,6 +50,17 @@ class ServiceUnavailableError(GallamaError):
     error_type = "service_unavailable"
 
 
+class QueueFullError(GallamaError):
+    """Too many requests wait for this model already (429, with ``Retry-After``)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message, param="model", code="queue_full")
+        self.retry_after = retry_after
+
+
 class ConfigError(Exception):
     """A configuration problem found before serving; the message names the model and the key."""
 

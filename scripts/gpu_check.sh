@@ -109,8 +109,8 @@ run_engine() {  # run_engine v2|v3
     fi
     if [ "$e" = v3 ]; then
       say "$e: benchmark through HTTP (front + engine worker, separate client processes) vs raw batched generator"
-      check "$e http bench" python3 benchmarks/bench_http_exllama.py --engine $e --model "$BIG" --streams 1,8,32,64 \
-        --new-tokens 256 --repeat ${HTTP_REPEAT:-3} --clients 4 --json "$OUT/bench-http-$e.json" --log-dir "$OUT"
+      check "$e http bench" python3 benchmarks/bench_http_exllama.py --engine $e --model "$BIG" --streams ${HTTP_STREAMS:-1,8,32,64} \
+        --new-tokens 256 --repeat ${HTTP_REPEAT:-3} --sides ${HTTP_SIDES:-raw,http} --clients 4 --json "$OUT/bench-http-$e.json" --log-dir "$OUT"
     fi
   fi
 }

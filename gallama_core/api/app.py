@@ -14,11 +14,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gallama_core.api.state import AppState
 from gallama_core.models.registry import BackendRegistry
 from gallama_core.config import CORE_CONFIG_SECTIONS, load_plugin_config
-from gallama_core.errors import ConfigError, GallamaError, error_envelope
+from gallama_core.errors import ConfigError, GallamaError, QueueFullError, error_envelope
 from gallama_core.models.manager import ModelManager
 from gallama_core.models.settings import ModelSettings
 from gallama_core.plugin_system.manager import get_plugin_manager
 from gallama_core.api.routes import core_router
+from gallama_core.api.security import SurfaceConfig, SurfaceMiddleware, route_classifier
 from gallama_core.workers.launcher import InProcessLauncher
 
 log = logging.getLogger("gallama.app")
@@ -67,8 +68,12 @@ def _mount_plugin_routes(app: FastAPI, state: AppState, taken: set[tuple[str, st
             app.include_router(router)
 
 
-def create_app(state: AppState, models: list[ModelSettings] | None = None) -> FastAPI:
-    """The server app; ``models`` start loading when the app starts (``/health`` is 503 until ready)."""
+def create_app(state: AppState, models: list[ModelSettings] | None = None,
+               surface: SurfaceConfig | None = None) -> FastAPI:
+    """The server app; ``models`` start loading when the app starts (``/health`` is 503 until ready).
+
+    ``surface`` (keys, Host check, CORS, content type, body size: :mod:`gallama_core.api.security`) is what
+    ``gallama run`` always passes; without it (in-process unit tests) every route is open."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -83,7 +88,8 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None) -> Fa
 
     @app.exception_handler(GallamaError)
     async def gallama_error(request: Request, exc: GallamaError):
-        return JSONResponse(exc.envelope(), status_code=exc.status_code)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFullError) else None
+        return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
@@ -105,4 +111,7 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None) -> Fa
     core = core_router(state)
     app.include_router(core)
     _mount_plugin_routes(app, state, _route_keys(core))
+    if surface is not None:
+        app.add_middleware(SurfaceMiddleware, config=surface, classify=route_classifier(app),
+                           draining=lambda: state.draining)
     return app

@@ -77,7 +77,7 @@ def core_router(state: AppState) -> APIRouter:
                                                  status=instance.status)
         return ModelList(data=list(cards.values()))
 
-    @router.get("/list_loaded_models", tags=["management"])
+    @router.get("/list_loaded_models", tags=["management", "models"])
     async def list_loaded_models() -> list[dict]:
         """One object per model instance: name, backend, status (loading, ready, restarting, failed), the pid
         of its engine worker, active and served requests, restarts, load progress and the last error."""
@@ -92,6 +92,8 @@ def core_router(state: AppState) -> APIRouter:
         for instance in models.instances:
             if statuses.get(instance.name) != "ready":
                 statuses[instance.name] = instance.status
+        if state.draining:
+            return JSONResponse({"status": "draining", "models": statuses}, status_code=503)
         if models.starting:
             return JSONResponse({"status": "loading", "models": statuses}, status_code=503)
         if not models.ready():

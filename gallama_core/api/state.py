@@ -22,6 +22,8 @@ class AppState:
     request_fields: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
+    #: Set on SIGTERM / Ctrl+C: /health and new requests answer 503 while requests in flight finish.
+    draining: bool = False
 
     def python_for_backend(self) -> dict[str, str]:
         """Backend name -> worker interpreter, from the ``backends:`` section of ``gallama.yaml``."""

@@ -67,6 +67,9 @@ class Backend(ABC):
     #: (e.g. ``("embed", "rerank")``). Their arguments and results cross a process boundary: plain data,
     #: tuples/lists/dicts and numpy arrays only.
     remote_methods: ClassVar[tuple[str, ...]] = ()
+    #: Requests the engine runs at once (llama.cpp slots, ExLlama's batch size); more wait in its queue. The front
+    #: admits ``concurrency + max_queue`` requests per instance (None: counted as 1).
+    concurrency: int | None = None
 
     def __init__(self, backend_name: str, model_name: str, max_seq_len: int,
                  chat_template: ChatTemplate | None = None):

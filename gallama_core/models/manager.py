@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Literal
 
-from gallama_core.errors import GallamaError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError
+from gallama_core.errors import (GallamaError, InvalidRequestError, ModelNotFoundError, QueueFullError,
+                                 ServiceUnavailableError)
 from gallama_core.models.backend import Backend
 from gallama_core.models.registry import BackendRegistry
 from gallama_core.models.settings import ModelSettings
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gallama.models")
 
 Status = Literal["loading", "ready", "restarting", "failed"]
+
+#: Requests that may wait for a slot of one instance when its entry sets no ``max_queue``.
+DEFAULT_MAX_QUEUE = 64
 
 
 @dataclass
@@ -67,6 +71,13 @@ class ModelInstance:
     def kind(self) -> str | None:
         """What the model serves; unknown (None) until it has loaded once."""
         return self.backend.kind if self.backend is not None else self.known_kind
+
+    @property
+    def admission_limit(self) -> int:
+        """Requests this instance takes at once: its engine's concurrency plus ``max_queue`` waiting."""
+        slots = getattr(self.backend, "concurrency", None) or 1
+        waiting = self.settings.max_queue if self.settings.max_queue is not None else DEFAULT_MAX_QUEUE
+        return slots + waiting
 
     @property
     def pid(self) -> int | None:
@@ -196,6 +207,13 @@ class ModelManager:
         await asyncio.gather(*[self._stop(i) for i in doomed])
         return len(doomed)
 
+    def fail_in_flight(self, reason: str) -> None:
+        """End every request in flight now with a 503 (streams: an error event, then [DONE])."""
+        for instance in self.instances:
+            connection = getattr(instance.backend, "connection", None)
+            if connection is not None:
+                connection.fail_open_jobs(reason)
+
     async def close(self) -> None:
         instances, self.instances = list(self.instances), []
         await asyncio.gather(*[self._stop(i) for i in instances], return_exceptions=True)
@@ -250,5 +268,8 @@ class ModelManager:
                 f"and cannot serve this {kind} endpoint",
                 param="model", code="wrong_model_kind")
         chosen = min(matching, key=lambda i: (i.active, i.served))
+        if chosen.active >= chosen.admission_limit:
+            raise QueueFullError(f"model {chosen.name!r} has {chosen.active} requests running or waiting (its limit; "
+                                 "max_queue sets it); retry shortly", retry_after=1)
         chosen.served += 1
         return chosen

@@ -43,6 +43,8 @@ class ModelSettings(BaseModel):
     draft_gpus: list[float] | None = None
     draft_cache_size: int | None = Field(None, gt=0)
     draft_cache_quant: CacheQuant | None = None
+    max_queue: int | None = Field(None, ge=0, le=100_000, description="Requests that may wait for a free slot of "
+                                  "this instance; past it a request gets a 429 with Retry-After (default 64).")
     python: str | None = Field(None, description="Python interpreter of the environment the model's engine worker "
                                "runs in (e.g. /opt/venvs/exl3/bin/python); default: the server's own.")
 

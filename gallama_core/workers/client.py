@@ -122,6 +122,13 @@ class WorkerConnection:
         for call_id in list(self._calls):
             self._settle(call_id, error=WorkerLost(f"model {self.label!r}: {self.lost_reason}; retry shortly"))
 
+    def fail_open_jobs(self, reason: str) -> None:
+        """End every open job with a 503 now (the server shuts down); the worker cancels them."""
+        for job_id, queue in list(self._jobs.items()):
+            queue.put_nowait(ServiceUnavailableError(f"model {self.label!r}: {reason}"))
+        for call_id in list(self._calls):
+            self._settle(call_id, error=ServiceUnavailableError(f"model {self.label!r}: {reason}"))
+
     def _check_alive(self) -> None:
         if self.lost.is_set() or self.channel.closed:
             raise WorkerLost(f"model {self.label!r}: {self.lost_reason}; retry shortly")

@@ -17,7 +17,7 @@ MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; cha
 
 
 def ui_router() -> APIRouter:
-    router = APIRouter(tags=["artifact"])
+    router = APIRouter(tags=["artifact", "public"])  # static files, readable without a key
 
     @router.get("/artifact", include_in_schema=False)
     async def redirect():

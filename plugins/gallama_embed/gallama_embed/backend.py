@@ -77,6 +77,7 @@ class InfinityBackend(Backend):
         super().__init__("embedding", settings.served_name, max_tokens)
         self.kind = kind  # instance attribute: one backend class serves both kinds
         self.settings = settings
+        self.concurrency = settings.batch_size
         self.engine = engine
         self.dimension = dimension
         self.counter = counter

@@ -287,6 +287,7 @@ class ExLlamaBackend(Backend):
         self._filter_cls = None
         self._ll_tokenizer = None
         self.engine = EngineLoop(generator, settings.served_name)
+        self.concurrency = settings.max_batch_size
 
     def info(self) -> dict:
         return {"max_seq_len": self.max_seq_len, "paged": self.paged, "max_batch_size": self.max_batch_size,

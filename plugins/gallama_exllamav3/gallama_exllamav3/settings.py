@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from gallama_core.models.settings import ModelSettings
 
@@ -37,3 +37,18 @@ class ExLlamaV3Settings(ModelSettings):
         2048, ge=256, description="Cache tokens a job takes per round before it is requeued, so that a request "
                                   "without max_tokens does not reserve the whole cache up front.")
     num_draft_tokens: int = Field(4, ge=1, le=16, description="Tokens proposed per step by the draft model.")
+    prefill_cooldown: int = Field(
+        0, ge=0, le=64, description="While some jobs generate, generator steps to wait between two prompt passes of "
+        "new jobs (ExLlamaV3's own default is 4). 0 ingests every waiting prompt at once: new requests start "
+        "together, as a burst does with the raw batched generator; raise it to keep running streams' "
+        "inter-token latency steady while prompts keep arriving.")
+    shared_chunk_size: int | None = Field(
+        None, ge=256, description="Prompt tokens per pass for a new job while others generate (a multiple of 256, "
+        "at most chunk_size; default chunk_size). Smaller keeps running streams smoother.")
+
+    @model_validator(mode="after")
+    def _check_shared_chunk(self):
+        if self.shared_chunk_size is not None and (self.shared_chunk_size % 256 or
+                                                   self.shared_chunk_size > self.chunk_size):
+            raise ValueError("shared_chunk_size must be a multiple of 256 and at most chunk_size")
+        return self

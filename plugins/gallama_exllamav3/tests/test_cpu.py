@@ -210,3 +210,30 @@ def test_eos_ids_from_config_tokenizer_and_generation_config(tmp_path):
     loaded = SimpleNamespace(model_dir=tmp_path, config=SimpleNamespace(eos_token_id_list=[4, 2], eos_token_id=2),
                              tokenizer=SimpleNamespace(eos_token_id=5))
     assert eos_ids(loaded) == [4, 2, 5, 9]
+
+
+def test_generator_batching_settings_ingest_waiting_prompts_at_once():
+    """gallama's default lets every prompt that arrived while others generate in at the next step (ExLlamaV3's own
+    default admits one every 5 steps: a burst of requests through HTTP trickled in over seconds)."""
+    from gallama_exllamav3.backend import generator_kwargs
+
+    class NewGenerator:
+        def __init__(self, model, cache, tokenizer, max_batch_size=256, max_chunk_size=2048, shared_chunk_size=None,
+                     prefill_cooldown=None, **other):
+            pass
+
+    class OldGenerator:
+        def __init__(self, model, cache, tokenizer, max_batch_size=256, max_chunk_size=2048):
+            pass
+
+    s = ExLlamaV3Settings(model_id="/m", chunk_size=1024, max_batch_size=64)
+    assert generator_kwargs(s, NewGenerator) == {"max_batch_size": 64, "max_chunk_size": 1024,
+                                                 "prefill_cooldown": 0, "shared_chunk_size": 1024}
+    tuned = ExLlamaV3Settings(model_id="/m", prefill_cooldown=4, shared_chunk_size=512)
+    assert generator_kwargs(tuned, NewGenerator)["prefill_cooldown"] == 4
+    assert generator_kwargs(tuned, NewGenerator)["shared_chunk_size"] == 512
+    assert generator_kwargs(s, OldGenerator) == {"max_batch_size": 64, "max_chunk_size": 1024}
+    with pytest.raises(ValidationError, match="shared_chunk_size"):
+        ExLlamaV3Settings(model_id="/m", shared_chunk_size=300)
+    with pytest.raises(ValidationError, match="shared_chunk_size"):
+        ExLlamaV3Settings(model_id="/m", chunk_size=512, shared_chunk_size=1024)

@@ -149,6 +149,7 @@ class LlamaCppBackend(Backend):
     def __init__(self, settings: LlamaCppSettings, server, chat_template: ChatTemplate, max_seq_len: int):
         super().__init__("llama_cpp", settings.served_name, max_seq_len, chat_template)
         self.settings = settings
+        self.concurrency = settings.n_parallel
         self._server = server
         self._pool = ThreadPoolExecutor(max_workers=max(32, settings.n_parallel * 4),
                                         thread_name_prefix=f"llama-{settings.served_name}")
