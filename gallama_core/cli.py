@@ -127,9 +127,9 @@ def plugins():
 
 
 def _catalog():
-    from gallama_core.plugin_system.manager import get_plugin_manager
+    from gallama_core.plugin_system.manager import model_catalog
 
-    return [entry for entries in get_plugin_manager().hook.gallama_model_catalog() for entry in entries or []]
+    return model_catalog()
 
 
 @list_app.command("available")

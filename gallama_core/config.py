@@ -149,6 +149,8 @@ class ServerSection(BaseModel):
     admin_keys: list[str] = []
     cors_origins: list[str] = []
     max_body_mb: float = Field(8.0, gt=0, le=1024)
+    #: Folders that /add_model may load model files from (default: the home's models/).
+    model_dirs: list[str] = []
 
 
 #: Sections of ``gallama.yaml`` the core owns (plugins register theirs with ``gallama_config_sections``).
@@ -188,6 +190,37 @@ def resolve_model_settings(raw: dict[str, Any], registry: BackendRegistry,
         return settings_model.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(label), exc)) from None
+
+
+def model_dirs(section: BaseModel | None = None) -> list[Path]:
+    """Where models asked for over HTTP may live: ``server.model_dirs`` of gallama.yaml, else the home's ``models/``."""
+    configured = list(getattr(section, "model_dirs", None) or [])
+    return [Path(d).expanduser() for d in configured] or [gallama_home() / "models"]
+
+
+def check_requested_model(raw: dict[str, Any], entries: dict[str, dict[str, Any]], folders: list[Path],
+                          catalog: list | None = None) -> None:
+    """A model asked for over HTTP (``/add_model``) names only what the operator made available: an entry of
+    ``model_config.yaml``, or a path inside one of the model folders (symbolic links resolved, so ``..`` and links
+    out are refused too). The refusal says nothing about whether a path exists. An interpreter (``python``) can
+    only come from the configuration files, never from a request."""
+    if "python" in raw:
+        raise ConfigError("'python' can only be set in model_config.yaml or gallama.yaml, not in a request")
+    roots = [os.path.realpath(folder) for folder in folders]
+    for key in ("model_id", "draft_model_id"):
+        value = raw.get(key)
+        if value is None or (key == "model_id" and str(value) in entries):
+            continue
+        real = os.path.realpath(os.path.expanduser(str(value)))
+        if any(real == root or real.startswith(root + os.sep) for root in roots):
+            continue
+        known = next((e for e in catalog or [] if e.name.lower() == str(value).lower()), None)
+        if known is not None and key == "model_id":
+            quant = next(iter(known.quantizations), "QUANT")
+            raise ConfigError(f"model {known.name!r} is in the catalog but not downloaded: run `gallama download "
+                              f"{known.name}:{quant} --backend {known.backend}` on the server, then add it")
+        raise ConfigError(f"{key} {str(value)!r} is neither an entry of model_config.yaml nor a path inside the "
+                          f"model folders ({', '.join(str(f) for f in folders)})")
 
 
 def load_plugin_config(sections: dict[str, type[BaseModel]]) -> dict[str, BaseModel]:

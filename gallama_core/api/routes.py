@@ -10,9 +10,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from gallama_core.api.state import AppState
-from gallama_core.config import resolve_model_settings
+from gallama_core.config import (check_requested_model, load_model_config, model_dirs,
+                                 resolve_model_settings)
 from gallama_core.errors import ConfigError, InvalidRequestError
 from gallama_core.api.protocol import ModelCard, ModelList
+from gallama_core.plugin_system.manager import model_catalog
 from gallama_core.pipeline.serving import Pipeline
 
 
@@ -110,10 +112,13 @@ def core_router(state: AppState) -> APIRouter:
             if not isinstance(item, dict) or "model_id" not in item:
                 raise InvalidRequestError("each model to add needs a 'model_id'", param="model_id")
             try:
-                settings.append(resolve_model_settings(item, state.registry,
+                entries = load_model_config()
+                check_requested_model(item, entries, model_dirs(state.plugin_config.get("server")),
+                                      catalog=model_catalog(state.pm))
+                settings.append(resolve_model_settings(item, state.registry, config_entries=entries,
                                                        python_for_backend=state.python_for_backend()))
             except ConfigError as exc:
-                raise InvalidRequestError(str(exc)) from None
+                raise InvalidRequestError(str(exc), param="model_id") from None
         for s in settings:
             state.models.start_loading(s)
         return {"status": "loading", "models": [s.served_name for s in settings]}

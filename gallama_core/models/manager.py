@@ -31,6 +31,8 @@ Status = Literal["loading", "ready", "restarting", "failed"]
 
 #: Requests that may wait for a slot of one instance when its entry sets no ``max_queue``.
 DEFAULT_MAX_QUEUE = 64
+#: Failed instances kept for /list_loaded_models.
+MAX_FAILED_KEPT = 8
 
 
 @dataclass
@@ -115,6 +117,13 @@ class ModelManager:
 
     # ------------------------------------------------------------------------------------------ loading
     def start_loading(self, settings: ModelSettings, initial: bool = False) -> ModelInstance:
+        # Failed instances are kept to show why (in /list_loaded_models), but do not pile up: a new load of the
+        # same name replaces them, and only the last few failures are kept.
+        failed = [i for i in self.instances if i.status == "failed"]
+        for old in [i for i in failed if i.name == settings.served_name] + failed[:-MAX_FAILED_KEPT]:
+            if old in self.instances:
+                self.instances.remove(old)
+                self._first_load.pop(id(old), None)
         instance = ModelInstance(settings, initial=initial)
         self.instances.append(instance)
         loop = asyncio.get_running_loop()

@@ -13,6 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 CacheQuant = Literal["FP16", "Q4", "Q6", "Q8"]
 
+#: Upper bounds of the launch keys (a request to /add_model cannot ask an engine for absurd sizes).
+MAX_TOKENS = 1 << 24  # 16M tokens of context or cache
+MAX_GPU_GB = 4096.0
+
 
 def _float_list(value):
     if value is None or isinstance(value, list):
@@ -33,15 +37,18 @@ class ModelSettings(BaseModel):
     model_id: str = Field(description="Name of an entry in model_config.yaml, a local path, or a hub id.")
     model_name: str | None = Field(None, description="Name clients use in `model`; defaults to the last part of model_id.")
     backend: str | None = Field(None, description="Engine: exllama, exllamav3, llama_cpp, embedding (case-insensitive).")
-    gpus: list[float] | None = Field(None, description="VRAM (GB) per GPU, e.g. 20,15,0; absent means auto split.")
-    cache_size: int | None = Field(None, gt=0, description="KV cache size in tokens, shared by concurrent requests.")
+    gpus: list[float] | None = Field(None, max_length=64,
+                                     description="VRAM (GB) per GPU, e.g. 20,15,0; absent means auto split.")
+    cache_size: int | None = Field(None, gt=0, le=MAX_TOKENS,
+                                   description="KV cache size in tokens, shared by concurrent requests.")
     cache_quant: CacheQuant | None = Field(None, description="KV cache quantization: FP16, Q4, Q6 or Q8.")
-    max_seq_len: int | None = Field(None, gt=0, description="Longest sequence (prompt + answer) one request may use.")
+    max_seq_len: int | None = Field(None, gt=0, le=MAX_TOKENS,
+                                    description="Longest sequence (prompt + answer) one request may use.")
     tp: bool = Field(False, description="Tensor parallel across the listed GPUs (ExLlama backends).")
     draft_model_id: str | None = Field(None, description="Draft model for speculative decoding (same vocabulary).")
     draft_model_name: str | None = None
-    draft_gpus: list[float] | None = None
-    draft_cache_size: int | None = Field(None, gt=0)
+    draft_gpus: list[float] | None = Field(None, max_length=64)
+    draft_cache_size: int | None = Field(None, gt=0, le=MAX_TOKENS)
     draft_cache_quant: CacheQuant | None = None
     max_queue: int | None = Field(None, ge=0, le=100_000, description="Requests that may wait for a free slot of "
                                   "this instance; past it a request gets a 429 with Retry-After (default 64).")
@@ -52,6 +59,13 @@ class ModelSettings(BaseModel):
     @classmethod
     def _parse_gpus(cls, value):
         return _float_list(value)
+
+    @field_validator("gpus", "draft_gpus")
+    @classmethod
+    def _gpu_shares(cls, value):
+        if value is not None and any(not 0 <= share <= MAX_GPU_GB for share in value):
+            raise ValueError(f"each GPU's share must be between 0 and {MAX_GPU_GB} GB")
+        return value
 
     @field_validator("cache_quant", "draft_cache_quant", mode="before")
     @classmethod

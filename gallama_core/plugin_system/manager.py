@@ -130,3 +130,9 @@ def set_plugin_manager(pm: pluggy.PluginManager | None) -> None:
 def plugin_records() -> list[PluginRecord]:
     get_plugin_manager()
     return list(_records)
+
+
+def model_catalog(pm: pluggy.PluginManager | None = None) -> list:
+    """Every :class:`~gallama_core.plugin_system.registrations.CatalogEntry` the installed plugins know."""
+    pm = pm or get_plugin_manager()
+    return [entry for entries in pm.hook.gallama_model_catalog() for entry in entries or []]

@@ -146,3 +146,16 @@ def test_without_a_plugin_the_core_starts_local_processes(pm, home):
 
     assert isinstance(build_state(pm).models.launcher, LocalProcessLauncher)
     assert isinstance(build_state(pm, in_process=True).models.launcher, InProcessLauncher)
+
+
+async def test_failed_loads_do_not_pile_up(pm):
+    from gallama_core.models.manager import MAX_FAILED_KEPT
+
+    manager = _manager(pm, FlakyLauncher(fail_first=True))
+    for i in range(MAX_FAILED_KEPT + 12):
+        manager.start_loading(ModelSettings(model_id=f"m{i}", backend="echo"))
+        await manager.wait_loaded()
+    assert len(manager.instances) == MAX_FAILED_KEPT + 1  # the kept failures and the newest
+    again = manager.start_loading(ModelSettings(model_id=f"m{MAX_FAILED_KEPT + 11}", backend="echo"))
+    await manager.wait_loaded()
+    assert [i.name for i in manager.instances].count(again.name) == 1  # a reload replaces its own failure

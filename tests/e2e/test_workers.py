@@ -193,11 +193,15 @@ def test_add_and_remove_model_start_and_stop_a_worker(fleet, gguf):
     assert removed.status_code == 200 and removed.json()["instances"] == 1
     _wait_until(lambda: not _alive(row["pid"]), 15, "the removed model's worker to exit")
     assert "extra" not in [x["model_name"] for x in _instances(fleet)]
-    bad = httpx.post(fleet + "/add_model", json={"model_id": "/nonexistent/x.gguf", "model_name": "ghost"})
+    outside = httpx.post(fleet + "/add_model", json={"model_id": "/nonexistent/x.gguf", "model_name": "ghost"})
+    assert outside.status_code == 400 and outside.json()["error"]["param"] == "model_id"
+    broken = Path(gguf).parent / "broken.gguf"  # inside the model folders: loads, and fails in the worker
+    broken.write_bytes(b"not a model")
+    bad = httpx.post(fleet + "/add_model", json={"model_id": str(broken), "model_name": "ghost"})
     assert bad.status_code == 200
     failed = _wait_until(lambda: next((x for x in _instances(fleet) if x["model_name"] == "ghost"
                                        and x["status"] == "failed"), None), 30, "the bad model to fail")
-    assert "GGUF file not found: /nonexistent/x.gguf" in failed["error"]  # the worker's own error text
+    assert "is not a GGUF file" in failed["error"]  # the worker's own error text
     httpx.post(fleet + "/remove_model", json={"model_name": "ghost"})
 
 
@@ -256,7 +260,10 @@ def test_a_worker_runs_in_another_python_environment(gguf, core_only_python, tmp
     assert probe.returncode != 0
     home = tmp_path / "home"
     home.mkdir()
-    (home / "gallama.yaml").write_text(f"backends:\n  llama_cpp:\n    python: {sys.executable}\n")
+    (home / "gallama.yaml").write_text(f"backends:\n  llama_cpp:\n    python: {sys.executable}\n"
+                                      f"server:\n  model_dirs: [{Path(gguf).parent}]\n")
+    (home / "model_config.yaml").write_text(f"nowhere:\n  model_id: {gguf}\n  backend: llama_cpp\n"
+                                            "  python: /nonexistent/python\n")
     process, url = _start_front(["-id", f"model_id={gguf} model_name=far backend=llama_cpp {SMALL}"],
                                 python=core_only_python, home=home, log_name="second-venv")
     try:
@@ -269,12 +276,14 @@ def test_a_worker_runs_in_another_python_environment(gguf, core_only_python, tmp
                                                 messages=[{"role": "user", "content": "Say hi."}])
         assert answer.choices[0].message.content and answer.usage.completion_tokens > 0
         # a model entry's own `python` works the same; an interpreter that does not exist is a clear failure
-        added = httpx.post(url + "/add_model", json={"model_id": gguf, "model_name": "nowhere",
-                                                     "backend": "llama_cpp", "python": "/nonexistent/python"})
+        added = httpx.post(url + "/add_model", json={"model_id": "nowhere"})
         assert added.status_code == 200
         failed = _wait_until(lambda: next((x for x in _instances(url) if x["model_name"] == "nowhere"
                                            and x["status"] == "failed"), None), 30, "the bad interpreter to fail")
         assert "/nonexistent/python" in failed["error"]
+        refused = httpx.post(url + "/add_model", json={"model_id": gguf, "backend": "llama_cpp",
+                                                       "python": "/bin/sh"})
+        assert refused.status_code == 400  # an interpreter never comes from a request
     finally:
         process.terminate()
         process.wait(timeout=30)

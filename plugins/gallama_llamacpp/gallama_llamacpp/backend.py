@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
+import shutil
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator
@@ -107,6 +110,21 @@ def build_params(settings: LlamaCppSettings, meta: dict[str, Any]):
     return params, seq_len
 
 
+def close_embedded_http_server(params) -> str:
+    """xllamacpp's ``Server`` always starts llama.cpp's own HTTP server beside the in-process API gallama uses, by
+    default on a random 127.0.0.1 port with no key and CORS that echoes any origin. gallama never calls it, so it
+    is shut in: it listens on a Unix socket in a private (0700) temporary folder instead of a TCP port, requires a
+    random key, and its optional endpoints (/slots, /props, /metrics) are off. Returns the folder (removed on
+    close)."""
+    folder = tempfile.mkdtemp(prefix="gallama-llamacpp-")  # mode 0700: no other user can reach the socket
+    params.hostnames = [os.path.join(folder, "engine.sock")]
+    params.api_keys = [secrets.token_urlsafe(32)]
+    params.endpoint_slots = False
+    params.endpoint_props = False
+    params.endpoint_metrics = False
+    return folder
+
+
 def load_llamacpp(settings: LlamaCppSettings, progress: LoadProgress) -> "LlamaCppBackend":
     if not os.path.isfile(settings.model_id):
         raise FileNotFoundError(f"GGUF file not found: {settings.model_id}")
@@ -118,12 +136,19 @@ def load_llamacpp(settings: LlamaCppSettings, progress: LoadProgress) -> "LlamaC
             raise ValueError("the draft model's vocabulary differs from the model's; speculative decoding needs "
                              "the same vocabulary")
     params, seq_len = build_params(settings, meta)
+    socket_folder = close_embedded_http_server(params)
     progress.update(f"loading weights ({params.n_parallel} slots x {seq_len} tokens)", 0.2)
     import xllamacpp as xlc
 
-    server = xlc.Server(params)
+    try:
+        server = xlc.Server(params)
+    except BaseException:
+        shutil.rmtree(socket_folder, ignore_errors=True)
+        raise
     progress.update("ready", 1.0)
-    return LlamaCppBackend(settings, server, _template_from_metadata(meta), seq_len)
+    backend = LlamaCppBackend(settings, server, _template_from_metadata(meta), seq_len)
+    backend.socket_folder = socket_folder
+    return backend
 
 
 def request_body(request: GenerationRequest) -> dict[str, Any]:
@@ -150,6 +175,7 @@ class LlamaCppBackend(Backend):
         super().__init__("llama_cpp", settings.served_name, max_seq_len, chat_template)
         self.settings = settings
         self.concurrency = settings.n_parallel
+        self.socket_folder: str | None = None
         self._server = server
         self._pool = ThreadPoolExecutor(max_workers=max(32, settings.n_parallel * 4),
                                         thread_name_prefix=f"llama-{settings.served_name}")
@@ -210,6 +236,8 @@ class LlamaCppBackend(Backend):
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._server = None
+        if self.socket_folder:
+            shutil.rmtree(self.socket_folder, ignore_errors=True)
 
 
 def _finish(reason: str) -> str:

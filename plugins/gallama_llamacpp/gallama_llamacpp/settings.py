@@ -17,7 +17,8 @@ class LlamaCppSettings(ModelSettings):
     """
 
     n_parallel: int = Field(4, ge=1, le=256, description="Concurrent sequences (continuous batching slots).")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores).")
-    n_gpu_layers: int | None = Field(None, description="Layers to offload to GPU (-1 all; default all when gpus given).")
-    n_batch: int = Field(2048, ge=32, description="Prompt processing batch size.")
+    n_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: all cores).")
+    n_gpu_layers: int | None = Field(None, ge=-1, le=10_000,
+                                     description="Layers to offload to GPU (-1 all; default all when gpus given).")
+    n_batch: int = Field(2048, ge=32, le=1 << 17, description="Prompt processing batch size.")
     flash_attn: bool | None = Field(None, description="Force flash attention on/off (default: auto).")

@@ -131,3 +131,35 @@ def test_closing_early_cancels(backend):
 
     got, rest = asyncio.run(take_two())
     assert len(got) == 2 and all(r[-1].completion_tokens == 3 for r in rest)
+
+
+def _listening_tcp_inodes() -> set[str]:
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        inodes |= {line.split()[9] for line in lines if line.split()[3] == "0A"}
+    return inodes
+
+
+def test_the_engines_own_http_server_listens_on_no_tcp_port(backend):
+    """xllamacpp's embedded llama.cpp HTTP server: a Unix socket in a private folder, a random key, no optional
+    endpoints (issue: a second, undocumented HTTP server per model)."""
+    import os
+    import stat
+
+    own = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the descriptor listdir itself used
+            continue
+        if target.startswith("socket:"):
+            own.add(target[8:-1])
+    assert own and not own & _listening_tcp_inodes()
+    folder = backend.socket_folder
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert os.listdir(folder) == ["engine.sock"]
+    assert backend._server.listening_address == f"unix://{folder}/engine.sock"
