@@ -18,12 +18,40 @@ from gallama_core.plugin_system.manager import model_catalog
 from gallama_core.pipeline.serving import Pipeline
 
 
+#: Deepest nesting of arrays and objects a request body may have (a JSON schema in a tool is ~10 deep).
+MAX_JSON_DEPTH = 64
+
+
 async def read_json(request: Request) -> Any:
     raw = await request.body()
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:
+        body = None
+    if body is None and raw.strip() != b"null" or json_depth(body) > MAX_JSON_DEPTH:
+        raise InvalidRequestError(f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} deep",
+                                  code="json_too_deep")
+    return body
+
+
+def json_depth(value: Any) -> int:
+    """How deep arrays and objects nest in ``value`` (no recursion: safe on any input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            items = item.values()
+        elif isinstance(item, list):
+            items = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in items)
+    return deepest
 
 
 async def _until_disconnected(request: Request) -> None:

@@ -70,6 +70,9 @@ class Backend(ABC):
     #: Requests the engine runs at once (llama.cpp slots, ExLlama's batch size); more wait in its queue. The front
     #: admits ``concurrency + max_queue`` requests per instance (None: counted as 1).
     concurrency: int | None = None
+    #: The model's control-token strings (``<|im_end|>``...). Text that clients send in messages never becomes one
+    #: of them: the front breaks such sequences up before the chat template is applied.
+    special_tokens: list[str] = []
 
     def __init__(self, backend_name: str, model_name: str, max_seq_len: int,
                  chat_template: ChatTemplate | None = None):

@@ -8,6 +8,19 @@ from gallama_core.pipeline.context import RequestContext
 from gallama_core.errors import InvalidRequestError
 
 
+ZERO_WIDTH_SPACE = "\u200b"
+
+
+def neutralize_special_tokens(text: str, special_tokens: list[str]) -> str:
+    """``text`` with every occurrence of a control-token string broken by a zero-width space after its first
+    character (``<|im_end|>`` -> ``<\u200b|im_end|>``): a client cannot close its turn and forge a system message
+    by typing the model's special tokens. The text reads the same; it tokenizes as ordinary text."""
+    for token in special_tokens:
+        if token and token in text:
+            text = text.replace(token, token[0] + ZERO_WIDTH_SPACE + token[1:])
+    return text
+
+
 def chat_messages(ctx: RequestContext, messages: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """The messages with the plugins' system prompt additions merged in and 'developer' read as 'system'."""
     messages = [dict(m) for m in (ctx.messages if messages is None else messages)]

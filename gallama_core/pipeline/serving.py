@@ -17,7 +17,7 @@ from gallama_core.api.state import AppState
 from gallama_core.models.backend import GenerationChunk, SamplingParams
 from gallama_core.pipeline.constraints import compile_constraints
 from gallama_core.pipeline.context import RequestContext
-from gallama_core.pipeline.prompting import render_chat_prompt
+from gallama_core.pipeline.prompting import neutralize_special_tokens, render_chat_prompt
 from gallama_core.errors import GallamaError, InvalidRequestError
 from gallama_core.models.manager import ModelInstance
 from gallama_core.api.protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
@@ -80,8 +80,9 @@ def sampling_from(request) -> SamplingParams:
                           repetition_penalty=request.repetition_penalty)
 
 
-def message_dict(message) -> dict[str, Any]:
-    data: dict[str, Any] = {"role": message.role, "content": message.text}
+def message_dict(message, special_tokens: list[str] | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = {"role": message.role,
+                            "content": neutralize_special_tokens(message.text, special_tokens or [])}
     if message.name:
         data["name"] = message.name
     if message.tool_calls:
@@ -144,7 +145,8 @@ class Pipeline:
         instance = self.state.models.resolve(request.model, "chat")
         ctx = self._context(endpoint, request, instance)
         if endpoint == "chat":
-            ctx.messages = [message_dict(m) for m in request.messages]
+            specials = list(getattr(instance.backend, "special_tokens", None) or [])
+            ctx.messages = [message_dict(m, specials) for m in request.messages]
         self.hook.gallama_preprocess_request(ctx=ctx)
         self._render_prompt(ctx)
         grammar = self._grammar(ctx)

@@ -190,13 +190,14 @@ class RemoteBackend(Backend):
         self.settings = settings
         self.connection = connection
         self._info = meta.get("info") or {}
-        self._attributes: dict[str, Any] = dict(meta.get("attributes") or {})
+        # The backend's plain attributes, as instance attributes: they win over the Backend class's defaults
+        # (``concurrency``, ``special_tokens``...) as they do on the backend itself.
+        for name, value in (meta.get("attributes") or {}).items():
+            if name not in self.__dict__ and not callable(getattr(type(self), name, None)):
+                setattr(self, name, value)
 
     def __getattr__(self, name: str) -> Any:
-        # Only reached for names the front does not define itself: the backend's attributes and methods.
-        attributes = self.__dict__.get("_attributes", {})
-        if name in attributes:
-            return attributes[name]
+        # Only reached for names the front does not define itself: the backend's remote methods.
         if name in self.__dict__.get("remote_methods", ()):
             return self._remote_method(name)
         raise AttributeError(f"{type(self).__name__} of {self.__dict__.get('model_name')!r} has no attribute {name!r}")

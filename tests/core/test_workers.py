@@ -201,3 +201,17 @@ def test_gpu_placement(gpus, draft, parent, devices, placed):
 def test_gpu_placement_beyond_the_visible_gpus_is_an_error():
     with pytest.raises(WorkerLoadError, match="CUDA_VISIBLE_DEVICES=3"):
         gpu_placement(ModelSettings(model_id="m", gpus=[0, 10]), "3")
+
+
+async def test_backend_attributes_override_the_backend_class_defaults():
+    """``concurrency`` and ``special_tokens`` have class-level defaults on Backend: the worker's values must win."""
+    def load(name, settings, progress):
+        backend = Recorder(ModelSettings(model_id="m"))
+        backend.concurrency, backend.special_tokens = 6, ["<|im_end|>"]
+        return backend
+
+    connection, task, meta, _, _ = await _ready(load)
+    remote = RemoteBackend(connection, meta)
+    assert remote.concurrency == 6 and remote.special_tokens == ["<|im_end|>"]
+    await remote.close()
+    await task

@@ -45,6 +45,15 @@ def _template_from_metadata(meta: dict[str, Any]) -> ChatTemplate:
                         engine_adds_bos=bool(meta.get("tokenizer.ggml.add_bos_token", False)))
 
 
+CONTROL_TOKEN = 3  # GGUF token type of control tokens (<|im_start|>, <|eot_id|>, ...)
+
+
+def control_tokens(meta: dict[str, Any]) -> list[str]:
+    """The model's control-token strings: text that must never become one of them when a client types it."""
+    tokens, types = meta.get("tokenizer.ggml.tokens") or [], meta.get("tokenizer.ggml.token_type") or []
+    return [t for t, kind in zip(tokens, types) if kind == CONTROL_TOKEN and len(t) > 1]
+
+
 def _has_gpu(xlc) -> bool:
     try:
         return any(str(d.get("type", "")).lower() not in ("cpu", "accel") and "cpu" not in str(d.get("name", "")).lower()
@@ -148,6 +157,7 @@ def load_llamacpp(settings: LlamaCppSettings, progress: LoadProgress) -> "LlamaC
     progress.update("ready", 1.0)
     backend = LlamaCppBackend(settings, server, _template_from_metadata(meta), seq_len)
     backend.socket_folder = socket_folder
+    backend.special_tokens = control_tokens(meta)
     return backend
 
 
@@ -161,6 +171,8 @@ def request_body(request: GenerationRequest) -> dict[str, Any]:
         value = getattr(s, key)
         if value is not None:
             body[key] = value
+    if s.seed is not None:
+        body["seed"] = s.seed & 0xFFFFFFFF  # llama.cpp's seed is 32 bits: the same seed, never a wrapped one
     if s.repetition_penalty is not None:
         body["repeat_penalty"] = s.repetition_penalty
     if request.stop:

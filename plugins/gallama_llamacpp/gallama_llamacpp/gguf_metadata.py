@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
 # Arrays we keep (token strings are needed to name BOS/EOS); others are skipped.
-_KEEP_ARRAYS = {"tokenizer.ggml.tokens"}
+_KEEP_ARRAYS = {"tokenizer.ggml.tokens", "tokenizer.ggml.token_type"}
 
 
 def _read(f: BinaryIO, fmt: str):
