@@ -22,8 +22,13 @@ app.add_typer(list_app, name="list")
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False)], force=True)
+    """Rich, colored lines on a terminal; plain one-line records (never wrapped) into files and journals."""
+    if console.is_terminal:
+        handler: logging.Handler = RichHandler(console=console, show_path=False)
+        logging.basicConfig(level=level.upper(), format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
+    else:
+        logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                            handlers=[logging.StreamHandler()], force=True)
 
 
 def _fail(message: str) -> None:
@@ -56,6 +61,8 @@ def run(
         "off unless given. Repeatable."),
     max_body_mb: Optional[float] = typer.Option(None, help="Largest request body in MB (default 8): larger ones get "
                                                 "a 413 before they are read."),
+    log_prompts: bool = typer.Option(False, help="Put each request's rendered prompt in its log line (off by default: "
+                                     "prompts stay out of logs)."),
     shutdown_timeout: float = typer.Option(30.0, min=0, help="On SIGTERM or Ctrl+C, seconds that requests in flight "
                                            "may take to finish (new ones get 503) before they are ended with an "
                                            "error; then the server exits 0."),
@@ -91,7 +98,7 @@ def run(
     for s in settings:
         console.log(f"loading [cyan]{s.served_name}[/] with backend [magenta]{s.backend}[/] from {s.model_id}")
     console.log(f"OpenAI API at http://{host}:{port}/v1 (health: http://{host}:{port}/health)")
-    serve(create_app(state, settings, surface=surface), host=host, port=port, log_level=log_level.lower(),
+    serve(create_app(state, settings, surface=surface, log_prompts=log_prompts), host=host, port=port, log_level=log_level.lower(),
           shutdown_timeout=shutdown_timeout, state=state)
 
 

@@ -19,6 +19,7 @@ from gallama_core.models.manager import ModelManager
 from gallama_core.models.settings import ModelSettings
 from gallama_core.plugin_system.manager import get_plugin_manager
 from gallama_core.api.routes import core_router
+from gallama_core.api.observability import RequestLogMiddleware, Telemetry
 from gallama_core.api.security import SurfaceConfig, SurfaceMiddleware, route_classifier
 from gallama_core.workers.launcher import InProcessLauncher
 
@@ -69,7 +70,7 @@ def _mount_plugin_routes(app: FastAPI, state: AppState, taken: set[tuple[str, st
 
 
 def create_app(state: AppState, models: list[ModelSettings] | None = None,
-               surface: SurfaceConfig | None = None) -> FastAPI:
+               surface: SurfaceConfig | None = None, log_prompts: bool = False) -> FastAPI:
     """The server app; ``models`` start loading when the app starts (``/health`` is 503 until ready).
 
     ``surface`` (keys, Host check, CORS, content type, body size: :mod:`gallama_core.api.security`) is what
@@ -85,6 +86,7 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None,
     app = FastAPI(title="gallama", description="OpenAI-compatible server for local agentic work",
                   lifespan=lifespan)
     app.state.gallama = state
+    state.telemetry = Telemetry(state.models, log_prompts=log_prompts)
 
     @app.exception_handler(GallamaError)
     async def gallama_error(request: Request, exc: GallamaError):
@@ -114,4 +116,5 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None,
     if surface is not None:
         app.add_middleware(SurfaceMiddleware, config=surface, classify=route_classifier(app),
                            draining=lambda: state.draining)
+    app.add_middleware(RequestLogMiddleware, telemetry=state.telemetry)  # outermost: refusals are logged too
     return app

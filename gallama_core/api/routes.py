@@ -107,6 +107,13 @@ def core_router(state: AppState) -> APIRouter:
                                                  status=instance.status)
         return ModelList(data=list(cards.values()))
 
+    @router.get("/metrics", tags=["server"], include_in_schema=False)
+    async def metrics():
+        """Prometheus metrics (requests, tokens, TTFT, inter-token latency, model states, queues)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+
     @router.get("/list_loaded_models", tags=["management", "models"])
     async def list_loaded_models() -> list[dict]:
         """One object per model instance: name, backend, status (loading, ready, restarting, failed), the pid

@@ -59,7 +59,7 @@ class FrontServer(uvicorn.Server):
 
 
 def serve(app, host: str, port: int, log_level: str, shutdown_timeout: float = 30.0, state=None) -> None:
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,  # ours: one line each
                             timeout_graceful_shutdown=shutdown_timeout + 5)
     hooks = {}
     if state is not None:

@@ -22,6 +22,8 @@ class AppState:
     request_fields: dict[str, str] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     log_level: str = "info"
+    #: Request log and Prometheus metrics (:mod:`gallama_core.api.observability`), set by ``create_app``.
+    telemetry: Any = None
     #: Set on SIGTERM / Ctrl+C: /health and new requests answer 503 while requests in flight finish.
     draining: bool = False
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 
 from gallama_core.errors import (GallamaError, InvalidRequestError, ModelNotFoundError, QueueFullError,
                                  ServiceUnavailableError)
+from gallama_core.api.observability import note
 from gallama_core.models.backend import Backend
 from gallama_core.models.registry import BackendRegistry
 from gallama_core.models.settings import ModelSettings
@@ -281,4 +282,5 @@ class ModelManager:
             raise QueueFullError(f"model {chosen.name!r} has {chosen.active} requests running or waiting (its limit; "
                                  "max_queue sets it); retry shortly", retry_after=1)
         chosen.served += 1
+        note(model=chosen.name)
         return chosen

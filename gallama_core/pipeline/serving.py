@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any, AsyncIterator
 
 from pydantic import ValidationError
 
+from gallama_core.api.observability import note
 from gallama_core.api.state import AppState
 from gallama_core.models.backend import GenerationChunk, SamplingParams
 from gallama_core.pipeline.constraints import compile_constraints
@@ -149,6 +151,7 @@ class Pipeline:
             ctx.messages = [message_dict(m, specials) for m in request.messages]
         self.hook.gallama_preprocess_request(ctx=ctx)
         self._render_prompt(ctx)
+        note(request_id=ctx.request_id, prompt=ctx.prompt)
         grammar = self._grammar(ctx)
         streams = [await self._events(ctx, grammar, i) for i in range(request.n)]
         return ctx, instance, streams
@@ -171,12 +174,14 @@ class Pipeline:
             raise InvalidRequestError("best_of > 1 is not supported", param="best_of")
         ctx, instance, streams = await self._start(endpoint, request)
         instance.active += 1
+        started = time.perf_counter()
         try:
             merged = _merge(streams)
             first = await anext(merged, None)  # errors before the first token are HTTP errors
         except BaseException:
             instance.active -= 1
             raise
+        note(ttft_s=time.perf_counter() - started)
         events = _prepend(first, merged)
         if request.stream:
             return self._sse(ctx, instance, events, usage_offset or Usage())
@@ -208,6 +213,7 @@ class Pipeline:
             prompt_tokens = event.prompt_tokens or prompt_tokens
             completion_tokens += event.completion_tokens or 0
         usage = _usage(prompt_tokens, completion_tokens, offset)
+        note(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         ordered = [p for index in sorted(outputs) for p in outputs[index]]
         if ctx.endpoint == "completion":
             prefix = ctx.request.prompt_text if ctx.request.echo else ""
@@ -232,6 +238,8 @@ class Pipeline:
         include_usage = bool(ctx.request.stream_options and ctx.request.stream_options.include_usage)
         created, prompt_tokens, completion_tokens = now(), 0, 0
         chat = ctx.endpoint == "chat"
+        itl = self.state.telemetry.itl.labels(ctx.model_name) if self.state.telemetry is not None else None
+        last = None
         try:
             if chat:
                 for index in range(ctx.request.n):
@@ -243,6 +251,11 @@ class Pipeline:
                 completion_tokens += event.completion_tokens or 0
                 if event.is_empty:
                     continue
+                if itl is not None:
+                    moment = time.perf_counter()
+                    if last is not None:
+                        itl.observe(moment - last)
+                    last = moment
                 if chat:
                     delta = Delta(content=event.content or None, reasoning_content=event.reasoning or None,
                                   tool_calls=event.tool_calls, **event.extra)
@@ -263,6 +276,8 @@ class Pipeline:
             yield "[DONE]"
         finally:
             instance.active -= 1
+            note(prompt_tokens=prompt_tokens + offset.prompt_tokens,
+                 completion_tokens=completion_tokens + offset.completion_tokens)
             await events.aclose()
 
 
