@@ -62,19 +62,21 @@ async def _until_disconnected(request: Request) -> None:
 async def _respond(request: Request, endpoint: str, state: AppState) -> Response:
     body = await read_json(request)
     pipeline = Pipeline(state)
-    if isinstance(body, dict) and body.get("stream"):
-        stream = await pipeline.run(endpoint, body)
-        return StreamingResponse(_sse_bytes(stream), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    # Non-streamed: give up (and free the slot) when the client goes away.
+    # Until the answer starts (the prompt is still being processed, or waits for a slot), a client that goes
+    # away cancels the work: the engine stops the job and frees its slot.
     work = asyncio.ensure_future(pipeline.run(endpoint, body))
     watcher = asyncio.ensure_future(_until_disconnected(request))
     done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
     if work not in done:
         work.cancel()
+        await asyncio.gather(work, return_exceptions=True)
         return Response(status_code=499)
     watcher.cancel()
-    return Response(work.result().model_dump_json(exclude_none=True), media_type="application/json")
+    result = work.result()
+    if isinstance(body, dict) and body.get("stream"):
+        return StreamingResponse(_sse_bytes(result), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
 
 
 async def _sse_bytes(stream):

@@ -164,7 +164,9 @@ def load_llamacpp(settings: LlamaCppSettings, progress: LoadProgress) -> "LlamaC
 def request_body(request: GenerationRequest) -> dict[str, Any]:
     """The llama.cpp completion request for a gallama generation request."""
     s = request.sampling
-    body: dict[str, Any] = {"prompt": request.prompt, "stream": True, "cache_prompt": True,
+    # return_progress: llama.cpp reports each prompt batch it processed, so the streaming callback runs during a
+    # long prefill too and can stop the job there when the client has gone (instead of after the whole prompt).
+    body: dict[str, Any] = {"prompt": request.prompt, "stream": True, "cache_prompt": True, "return_progress": True,
                             "stream_options": {"include_usage": True},
                             "max_tokens": request.max_tokens if request.max_tokens else -1}
     for key in ("temperature", "top_p", "top_k", "min_p", "seed", "presence_penalty", "frequency_penalty"):

@@ -20,5 +20,6 @@ class LlamaCppSettings(ModelSettings):
     n_threads: int | None = Field(None, ge=1, le=1024, description="CPU threads (default: all cores).")
     n_gpu_layers: int | None = Field(None, ge=-1, le=10_000,
                                      description="Layers to offload to GPU (-1 all; default all when gpus given).")
-    n_batch: int = Field(2048, ge=32, le=1 << 17, description="Prompt processing batch size.")
+    n_batch: int = Field(512, ge=32, le=1 << 17, description="Prompt tokens per engine step: a request whose client "
+                         "left is stopped at the end of the current step (raise it on a GPU for long prompts).")
     flash_attn: bool | None = Field(None, description="Force flash attention on/off (default: auto).")
