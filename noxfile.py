@@ -70,6 +70,14 @@ def e2e(session: nox.Session) -> None:
     _pytest(session, "tests/e2e", "tests/security", "tests/robustness")
 
 
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """schemathesis against the served /openapi.json (positive and negative inputs): any 5xx fails."""
+    _install(session, "gallama_llamacpp")
+    session.install(*_find_links(), "schemathesis>=4")
+    _pytest(session, "tests/fuzz")
+
+
 def _plugin_session(plugin: str):
     def session_fn(session: nox.Session) -> None:
         _install(session, *WITH_PLUGINS.get(plugin, []), plugin)

@@ -211,8 +211,11 @@ def check_requested_model(raw: dict[str, Any], entries: dict[str, dict[str, Any]
         value = raw.get(key)
         if value is None or (key == "model_id" and str(value) in entries):
             continue
-        real = os.path.realpath(os.path.expanduser(str(value)))
-        if any(real == root or real.startswith(root + os.sep) for root in roots):
+        try:
+            real = os.path.realpath(os.path.expanduser(str(value)))
+        except (ValueError, OSError):  # NUL bytes, unencodable text: no such path can be inside a folder
+            real = ""
+        if real and any(real == root or real.startswith(root + os.sep) for root in roots):
             continue
         known = next((e for e in catalog or [] if e.name.lower() == str(value).lower()), None)
         if known is not None and key == "model_id":

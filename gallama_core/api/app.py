@@ -19,6 +19,7 @@ from gallama_core.models.manager import ModelManager
 from gallama_core.models.settings import ModelSettings
 from gallama_core.plugin_system.manager import get_plugin_manager
 from gallama_core.api.routes import core_router
+from gallama_core.api.openapi_bodies import add_body_schemas
 from gallama_core.api.observability import RequestLogMiddleware, Telemetry
 from gallama_core.api.security import SurfaceConfig, SurfaceMiddleware, route_classifier
 from gallama_core.workers.launcher import InProcessLauncher
@@ -117,4 +118,12 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None,
         app.add_middleware(SurfaceMiddleware, config=surface, classify=route_classifier(app),
                            draining=lambda: state.draining)
     app.add_middleware(RequestLogMiddleware, telemetry=state.telemetry)  # outermost: refusals are logged too
+    default_openapi = app.openapi
+
+    def openapi():
+        if app.openapi_schema is None:
+            app.openapi_schema = add_body_schemas(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app

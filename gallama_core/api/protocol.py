@@ -310,3 +310,23 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+# ------------------------------------------------------------------------------------------ management
+
+
+class AddModelRequest(BaseModel):
+    """``POST /add_model``: one model entry (or a JSON list of them), keys as in ``-id``; the backend's own keys
+    are accepted too. Documents the body; the server validates it with the backend's settings model."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model_id: str = Field(description="An entry of model_config.yaml, or a path inside the model folders.")
+    model_name: str | None = None
+    backend: str | None = None
+
+
+class RemoveModelRequest(BaseModel):
+    """``POST /remove_model``."""
+
+    model_name: str

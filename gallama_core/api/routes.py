@@ -13,7 +13,9 @@ from gallama_core.api.state import AppState
 from gallama_core.config import (check_requested_model, load_model_config, model_dirs,
                                  resolve_model_settings)
 from gallama_core.errors import ConfigError, InvalidRequestError
-from gallama_core.api.protocol import ModelCard, ModelList
+from gallama_core.api.openapi_bodies import documented_body
+from gallama_core.api.protocol import (AddModelRequest, ChatCompletionRequest, CompletionRequest, ModelCard, ModelList,
+                                       RemoveModelRequest)
 from gallama_core.plugin_system.manager import model_catalog
 from gallama_core.pipeline.serving import Pipeline
 
@@ -90,11 +92,11 @@ async def _sse_bytes(stream):
 def core_router(state: AppState) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/chat/completions", tags=["openai"])
+    @router.post("/v1/chat/completions", tags=["openai"], openapi_extra=documented_body(ChatCompletionRequest))
     async def chat_completions(request: Request):
         return await _respond(request, "chat", state)
 
-    @router.post("/v1/completions", tags=["openai"])
+    @router.post("/v1/completions", tags=["openai"], openapi_extra=documented_body(CompletionRequest))
     async def completions(request: Request):
         return await _respond(request, "completion", state)
 
@@ -140,7 +142,7 @@ def core_router(state: AppState) -> APIRouter:
                                 status_code=503)
         return {"status": "ok", "models": statuses}
 
-    @router.post("/add_model", tags=["management"])
+    @router.post("/add_model", tags=["management"], openapi_extra=documented_body(AddModelRequest))
     async def add_model(request: Request):
         body = await read_json(request)
         items = body if isinstance(body, list) else [body]
@@ -160,7 +162,7 @@ def core_router(state: AppState) -> APIRouter:
             state.models.start_loading(s)
         return {"status": "loading", "models": [s.served_name for s in settings]}
 
-    @router.post("/remove_model", tags=["management"])
+    @router.post("/remove_model", tags=["management"], openapi_extra=documented_body(RemoveModelRequest))
     async def remove_model(request: Request):
         body = await read_json(request)
         name = body.get("model_name") if isinstance(body, dict) else None

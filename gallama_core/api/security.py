@@ -2,6 +2,7 @@
 
 In this order, for every HTTP request:
 
+0. **Header limits**: more than 128 headers or 64 KiB of them is a 431.
 1. **Host check** (binds on loopback only): the ``Host`` header must name this machine (``localhost``,
    ``127.0.0.1``, ``[::1]``, with or without the port), so that a web page whose DNS name was re-pointed at
    127.0.0.1 (DNS rebinding) reaches nothing.
@@ -32,6 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from starlette.routing import Match
+
+#: Header limits: more, or larger, is a 431 before anything else runs.
+MAX_HEADERS = 128
+MAX_HEADER_BYTES = 64 << 10
 
 PUBLIC_PATHS = {"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
 MANAGEMENT_PATHS = {"/add_model", "/remove_model"}
@@ -118,6 +123,11 @@ class SurfaceMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         config = self.config
+        headers = scope.get("headers") or ()
+        if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+            return await _reply(send, 431, f"too many or too large headers (at most {MAX_HEADERS} headers, "
+                                f"{MAX_HEADER_BYTES // 1024} KiB in all)", "invalid_request_error",
+                                "headers_too_large", headers=[(b"connection", b"close")])
         if config.loopback and not self._host_allowed(scope):
             return await _reply(send, 403, "the Host header does not name this server (requests to a loopback "
                                 "server must use localhost, 127.0.0.1 or [::1])", "permission_error", "bad_host")

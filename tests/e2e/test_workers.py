@@ -185,6 +185,8 @@ def test_add_and_remove_model_start_and_stop_a_worker(fleet, gguf):
     r = httpx.post(fleet + "/add_model", json={"model_id": gguf, "model_name": "extra", "n_parallel": 1,
                                                "max_seq_len": 256, "n_threads": 1})
     assert r.status_code == 200 and r.json()["models"] == ["extra"]
+    loading = httpx.get(fleet + "/health")  # the other models keep serving while one loads
+    assert loading.status_code == 200 and loading.json()["models"]["extra"] in ("loading", "ready")
     row = _wait_until(lambda: next((x for x in _instances(fleet) if x["model_name"] == "extra"
                                     and x["status"] == "ready"), None), 60, "the added model to load")
     assert httpx.get(fleet + "/health").status_code == 200

@@ -145,3 +145,12 @@ async def test_management_is_refused_on_a_public_bind_without_an_admin_key(tmp_p
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
             r = await http.post("/add_model", json={}, headers={"x-api-key": API_KEY})
             assert r.status_code == expected, r.text
+
+
+def test_header_limits(open_server):
+    many = {f"x-h{i}": "v" for i in range(10_000)}
+    r = httpx.get(open_server + "/v1/models", headers=many)
+    assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
+    r = httpx.get(open_server + "/v1/models", headers={"x-big": "a" * (1 << 20)})
+    assert r.status_code in (431, 400)  # 400: the HTTP parser's own limit, when it comes first
+    assert httpx.get(open_server + "/v1/models", headers={f"x-h{i}": "v" for i in range(50)}).status_code == 200

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from gallama_core.api.openapi_bodies import documented_body
 from gallama_core.api.state import AppState
 from gallama_core.errors import InvalidRequestError, ModelNotFoundError
 from gallama_core.models.manager import ModelInstance
@@ -37,7 +38,8 @@ def resolve(state: AppState, name: str, kind: str) -> ModelInstance:
 def embed_router(state: AppState) -> APIRouter:
     router = APIRouter()
 
-    @router.post("/v1/embeddings", tags=["openai"], response_model=EmbeddingResponse)
+    @router.post("/v1/embeddings", tags=["openai"], response_model=EmbeddingResponse,
+                 openapi_extra=documented_body(EmbeddingRequest))
     async def embeddings(request: Request):
         body = parse_request(EmbeddingRequest, await read_json(request))
         texts = normalise_input(body.input)
@@ -71,5 +73,6 @@ def embed_router(state: AppState) -> APIRouter:
         return Response(answer.model_dump_json(exclude_none=True), media_type="application/json")
 
     for path in ("/v1/rerank", "/rerank"):
-        router.add_api_route(path, rerank, methods=["POST"], tags=["rerank"], response_model=RerankResponse)
+        router.add_api_route(path, rerank, methods=["POST"], tags=["rerank"], response_model=RerankResponse,
+                             openapi_extra=documented_body(RerankRequest))
     return router

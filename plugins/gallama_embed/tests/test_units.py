@@ -121,16 +121,21 @@ from gallama_core.api.app import build_state, create_app
 from gallama_core.config import resolve_model_settings
 state = build_state()
 app = create_app(state)
-paths = sorted(path for path, ops in app.openapi()['paths'].items() if 'post' in ops)
+schema = app.openapi()
+paths = sorted(path for path, ops in schema['paths'].items() if 'post' in ops)
+bodies = {path: schema['paths'][path]['post']['requestBody']['content']['application/json']['schema']['$ref']
+          for path in paths}
 spec = state.registry.get('infinity')
 detected = state.registry.detect({minilm_dir!r})
 settings = resolve_model_settings({{'model_id': {minilm_dir!r}, 'model_name': 'mini'}}, state.registry, {{}})
-print(json.dumps({{'paths': paths, 'backend': spec.name, 'detected': detected, 'resolved': settings.backend,
+print(json.dumps({{'paths': paths, 'bodies': bodies, 'backend': spec.name, 'detected': detected, 'resolved': settings.backend,
                   'heavy': [m for m in ('infinity_emb', 'torch', 'transformers') if m in sys.modules]}}))
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                          env={"GALLAMA_HOME_PATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     facts = json.loads(out.stdout.strip().splitlines()[-1])
     assert {"/v1/embeddings", "/v1/rerank", "/rerank"} <= set(facts["paths"])
+    assert facts["bodies"]["/v1/embeddings"].endswith("/EmbeddingRequest")  # documented in /openapi.json
+    assert facts["bodies"]["/v1/rerank"].endswith("/RerankRequest")
     assert facts["backend"] == "embedding" and facts["detected"] == "embedding" and facts["resolved"] == "embedding"
     assert facts["heavy"] == []
