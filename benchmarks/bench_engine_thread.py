@@ -205,23 +205,17 @@ def main() -> int:
     ap.add_argument("--worker", action="store_true", help="in process vs through an engine worker process")
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
-    if args.worker:
-        rows = asyncio.run(worker_main(args))
-        print(f"engine worker vs in process: {args.step_ms:g} ms per step, {args.steps} steps, median of "
-              f"{args.repeat} pairs, Python {sys.version.split()[0]}")
-        print("| batch | worker/in-process | range |")
-        print("|---:|---:|---:|")
-        for r in rows:
-            print(f"| {r['batch']} | {r['ratio']:.3f} | {r['min']:.3f}-{r['max']:.3f} |")
-        return 0
-    rows = asyncio.run(main_async(args))
-    print(f"engine thread vs a plain iterate() loop: {args.step_ms:g} ms per step, {args.steps} steps, "
-          f"median of {args.repeat} pairs, Python {sys.version.split()[0]}")
-    print("| batch | gallama/raw | range | gallama overhead per step | wake-ups per step |")
-    print("|---:|---:|---:|---:|---:|")
+    worker = args.worker
+    rows = asyncio.run(worker_main(args) if worker else main_async(args))
+    what = "engine worker vs in process" if worker else "engine thread vs a plain iterate() loop"
+    print(f"{what}: {args.step_ms:g} ms per step, {args.steps} steps, median of {args.repeat} pairs, "
+          f"Python {sys.version.split()[0]}")
+    print("| batch | " + ("worker/in-process | range |" if worker else
+                         "gallama/raw | range | gallama overhead per step | wake-ups per step |"))
+    print("|---:|---:|---:|" + ("" if worker else "---:|---:|"))
     for r in rows:
-        print(f"| {r['batch']} | {r['ratio']:.3f} | {r['min']:.3f}-{r['max']:.3f} | "
-              f"{r['overhead_ms_per_step']:.3f} ms | {r['wakeups_per_step']:.2f} |")
+        extra = "" if worker else f" {r['overhead_ms_per_step']:.3f} ms | {r['wakeups_per_step']:.2f} |"
+        print(f"| {r['batch']} | {r['ratio']:.3f} | {r['min']:.3f}-{r['max']:.3f} |{extra}")
     return 0
 
 

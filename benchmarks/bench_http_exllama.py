@@ -109,18 +109,13 @@ class DirectWorker:
 
 
 def start_gallama(args):
-    from gallama_core.testing import free_port, wait_healthy
+    from gallama_core.testing import start_server
 
     backend = {"v2": "exllama", "v3": "exllamav3"}[args.engine]
-    port = free_port()
-    log = open(Path(args.log_dir) / f"bench-http-{args.engine}-server.log", "wb")
     entry = (f"model_id={args.model} model_name=bench backend={backend} max_seq_len=2048 "
              f"cache_size={args.cache_size} cache_quant=FP16 max_batch_size={max(args.streams)}")
-    proc = subprocess.Popen([sys.executable, "-c", "from gallama_core.cli import main; main()", "run", "--port",
-                             str(port), "--log-level", "warning", "-id", entry], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc, timeout=900)
-    return proc, url
+    return start_server(["-id", entry], log_path=Path(args.log_dir) / f"bench-http-{args.engine}-server.log",
+                        timeout=900)
 
 
 def main() -> int:

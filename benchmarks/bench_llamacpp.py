@@ -61,16 +61,10 @@ def start_raw(gguf: str, n_parallel: int, seq: int):
 
 
 def start_gallama(gguf: str, n_parallel: int, seq: int):
-    from gallama_core.testing import free_port, wait_healthy
+    from gallama_core.testing import start_server
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from gallama_core.cli import main; main()", "run", "--port",
-                             str(port), "--log-level", "warning", "-id",
-                             f"model_id={gguf} model_name=bench n_parallel={n_parallel} max_seq_len={seq}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, proc)
-    return proc, url
+    return start_server(["-id", f"model_id={gguf} model_name=bench n_parallel={n_parallel} max_seq_len={seq}"],
+                        log_path=Path(os.devnull))
 
 
 def measure(url: str, concurrency: int, max_tokens: int, requests: int) -> dict:

@@ -70,7 +70,7 @@ def run(
     """Serve models over the OpenAI API (chat, completions, models, health; plugin routes)."""
     from gallama_core.api.app import build_state, create_app
     from gallama_core.api.server import serve
-    from gallama_core.config import ensure_home, parse_id_string, resolve_model_settings
+    from gallama_core.config import ensure_home, load_model_config, parse_id_string, resolve_model_settings
     from gallama_core.models.default_model import DEFAULT_MODEL_NAME, ensure_default_model
     from gallama_core.plugin_system.registrations import LoadProgress
 
@@ -84,10 +84,14 @@ def run(
         if model:
             launches.insert(0, {"model_id": model})
         if not launches:
-            path = ensure_default_model(say=console.log)
-            launches = [{"model_id": str(path), "model_name": DEFAULT_MODEL_NAME, "backend": "llama_cpp"}]
-        settings = [resolve_model_settings(raw, state.registry, python_for_backend=state.python_for_backend())
-                    for raw in launches]
+            launches = [{"model_id": DEFAULT_MODEL_NAME}]
+        entries = load_model_config()
+        for raw in launches:  # the built-in default is addressable by its name (unless an entry takes the name)
+            if str(raw["model_id"]).lower() == DEFAULT_MODEL_NAME.lower() and raw["model_id"] not in entries:
+                raw.update({"model_id": str(ensure_default_model(say=console.log)), "backend": "llama_cpp"})
+                raw.setdefault("model_name", DEFAULT_MODEL_NAME)
+        settings = [resolve_model_settings(raw, state.registry, config_entries=entries, catalog=_catalog(),
+                                           python_for_backend=state.python_for_backend()) for raw in launches]
     except ConfigError as exc:
         _fail(str(exc))
     surface = _surface(state, host, api_key, admin_key, cors_origin, max_body_mb)
@@ -98,8 +102,10 @@ def run(
     for s in settings:
         console.log(f"loading [cyan]{s.served_name}[/] with backend [magenta]{s.backend}[/] from {s.model_id}")
     console.log(f"OpenAI API at http://{host}:{port}/v1 (health: http://{host}:{port}/health)")
-    serve(create_app(state, settings, surface=surface, log_prompts=log_prompts), host=host, port=port, log_level=log_level.lower(),
-          shutdown_timeout=shutdown_timeout, state=state)
+    code = serve(create_app(state, settings, surface=surface, log_prompts=log_prompts), host=host, port=port,
+                 log_level=log_level.lower(), shutdown_timeout=shutdown_timeout, state=state)
+    if code:
+        raise typer.Exit(code)
 
 
 def _surface(state, host: str, api_keys, admin_keys, cors_origins, max_body_mb):

@@ -157,9 +157,24 @@ class ServerSection(BaseModel):
 CORE_CONFIG_SECTIONS: dict[str, type[BaseModel]] = {"backends": BackendsSection, "server": ServerSection}
 
 
+def unknown_model_error(name: str, entries: dict[str, dict[str, Any]], catalog: list | None) -> ConfigError:
+    """What to say about a model name that is neither configured nor a path: what exists, and how to get it."""
+    known = next((e for e in catalog or [] if e.name.lower() == name.lower()), None)
+    if known is not None:
+        quant = next(iter(known.quantizations), "QUANT")
+        return ConfigError(f"model {known.name!r} is not downloaded yet: run `gallama download {known.name}:{quant} "
+                           f"--backend {known.backend}` (quantizations: {', '.join(known.quantizations)}), then "
+                           f"`gallama run {known.name}`")
+    configured = ", ".join(sorted(entries)) or "none"
+    return ConfigError(f"unknown model {name!r}: it is not an entry of {gallama_home() / MODEL_CONFIG_FILE} "
+                       f"(entries: {configured}) nor a file or folder. `gallama list available` shows the models "
+                       "`gallama download NAME:QUANT` can fetch; `gallama run` alone serves the built-in default.")
+
+
 def resolve_model_settings(raw: dict[str, Any], registry: BackendRegistry,
                            config_entries: dict[str, dict[str, Any]] | None = None,
-                           python_for_backend: dict[str, str] | None = None) -> ModelSettings:
+                           python_for_backend: dict[str, str] | None = None,
+                           catalog: list | None = None) -> ModelSettings:
     """Merge a launch request with its ``model_config.yaml`` entry and validate it with the backend's model.
 
     A backend that is not installed in the server's environment is accepted when the model's worker runs in
@@ -176,7 +191,10 @@ def resolve_model_settings(raw: dict[str, Any], registry: BackendRegistry,
     merged["model_id"] = str(merged.get("model_id", model_id)) if model_id in entries else model_id
     backend = merged.get("backend")
     if not backend:
-        backend = registry.detect(merged["model_id"]) or DEFAULT_BACKEND
+        backend = registry.detect(merged["model_id"])
+        if backend is None and model_id not in entries and not _exists(merged["model_id"]):
+            raise unknown_model_error(model_id, entries, catalog)  # not "backend 'exllama' is not installed"
+        backend = backend or DEFAULT_BACKEND
     foreign = (merged.get("python") or (python_for_backend or {}).get(normalize_backend_name(str(backend))))
     try:
         spec = registry.get(str(backend))
@@ -190,6 +208,13 @@ def resolve_model_settings(raw: dict[str, Any], registry: BackendRegistry,
         return settings_model.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(str(label), exc)) from None
+
+
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).expanduser().exists()
+    except (OSError, ValueError):
+        return False
 
 
 def model_dirs(section: BaseModel | None = None) -> list[Path]:

@@ -68,24 +68,37 @@ def wait_healthy(base_url: str, process: subprocess.Popen | None = None, timeout
     raise TimeoutError(f"{base_url} did not become healthy in {timeout}s")
 
 
+def start_server(args: list[str], env: dict[str, str] | None = None, log_path: Path | None = None,
+                 python: str = sys.executable, timeout: float = 180.0,
+                 log_level: str = "warning") -> tuple[subprocess.Popen, str]:
+    """Start ``gallama run ARGS`` on a free port with ``python``; return the process and its base URL once
+    ``/health`` answers 200 (the log's end is in the error otherwise). The caller stops the process."""
+    port = free_port()
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    log_path = log_path or Path(tempfile.mkstemp(prefix="gallama-server-", suffix=".log")[1])
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([python, "-c", "from gallama_core.cli import main; main()", "run",
+                                    "--port", str(port), "--log-level", log_level, *args],
+                                   stdout=log, stderr=subprocess.STDOUT, env=full_env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base_url, process, timeout)
+    except Exception as exc:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"{exc}\n--- server log ---\n{log_path.read_text(errors='replace')[-4000:]}") from None
+    return process, base_url
+
+
 @contextlib.contextmanager
 def running_server(args: list[str], home: Path | None = None, env: dict[str, str] | None = None,
                    log_path: Path | None = None, timeout: float = 180.0) -> Iterator[str]:
     """Start ``gallama run ARGS`` on a free port; yield its base URL (no ``/v1``); stop it afterwards."""
-    port = free_port()
     home = home or shared_home()
-    full_env = {**os.environ, "GALLAMA_HOME_PATH": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
-    log_path = log_path or Path(tempfile.mkstemp(prefix="gallama-server-", suffix=".log")[1])
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-c", "from gallama_core.cli import main; main()", "run",
-                                    "--port", str(port), "--log-level", "warning", *args],
-                                   stdout=log, stderr=subprocess.STDOUT, env=full_env)
-    base_url = f"http://127.0.0.1:{port}"
+    process, base_url = start_server(args, env={"GALLAMA_HOME_PATH": str(home), **(env or {})}, log_path=log_path,
+                                     timeout=timeout)
     try:
-        try:
-            wait_healthy(base_url, process, timeout)
-        except Exception as exc:
-            raise RuntimeError(f"{exc}\n--- server log ---\n{log_path.read_text(errors='replace')[-4000:]}") from None
         yield base_url
     finally:
         process.terminate()
@@ -94,6 +107,24 @@ def running_server(args: list[str], home: Path | None = None, env: dict[str, str
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def make_venv(folder: Path, requirements: list[str], timeout: float = 900) -> str:
+    """A virtual environment in ``folder`` with ``requirements`` (pip arguments: names, ``-e PATH``...), made with
+    uv when it is there (fast, from its cache), else with venv and pip; returns its Python. For tests of engine
+    workers that run in another environment."""
+    import shutil
+
+    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    python = str(Path(folder) / "bin" / "python")
+    if Path(uv).exists():
+        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(folder)], check=True)
+        install = [uv, "pip", "install", "-q", "--python", python]
+    else:
+        subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
+        install = [python, "-m", "pip", "install", "-q"]
+    subprocess.run([*install, *requirements], check=True, timeout=timeout)
+    return python
 
 
 def _bytes_to_unicode() -> dict[int, str]:

@@ -9,6 +9,7 @@ import pluggy
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gallama_core.api.state import AppState
@@ -21,7 +22,7 @@ from gallama_core.plugin_system.manager import get_plugin_manager
 from gallama_core.api.routes import core_router
 from gallama_core.api.openapi_bodies import add_body_schemas
 from gallama_core.api.observability import RequestLogMiddleware, Telemetry
-from gallama_core.api.security import SurfaceConfig, SurfaceMiddleware, route_classifier
+from gallama_core.api.security import DOCS_ASSETS, SurfaceConfig, SurfaceMiddleware, route_classifier
 from gallama_core.workers.launcher import InProcessLauncher
 
 log = logging.getLogger("gallama.app")
@@ -84,8 +85,9 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None,
         yield
         await state.models.close()
 
-    app = FastAPI(title="gallama", description="OpenAI-compatible server for local agentic work",
-                  lifespan=lifespan)
+    # Swagger UI and ReDoc from the assets fastapi-offline ships: /docs works without internet
+    app = FastAPIOffline(title="gallama", description="OpenAI-compatible server for local agentic work",
+                         lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.gallama = state
     state.telemetry = Telemetry(state.models, log_prompts=log_prompts)
 

@@ -12,7 +12,7 @@ In this order, for every HTTP request:
    management routes (``/add_model``, ``/remove_model``, routes tagged ``management``) need the admin key, sent
    as ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` and compared in constant time. Without any key,
    management is refused unless the server listens on loopback (where the Host check holds). Public without
-   a key: ``GET /health``, the API docs (``/docs``, ``/redoc``, ``/openapi.json``) and GET routes tagged
+   a key: ``GET /health``, the API docs (``/docs``, ``/redoc``, ``/openapi.json``, their assets) and GET routes tagged
    ``public`` (a plugin's static web UI).
 4. **Content type**: a POST needs ``application/json`` (415 otherwise): a browser can then not send one as a
    "simple request" without a CORS preflight.
@@ -40,6 +40,8 @@ MAX_HEADER_BYTES = 64 << 10
 
 PUBLIC_PATHS = {"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
 MANAGEMENT_PATHS = {"/add_model", "/remove_model"}
+#: Where Swagger UI's and ReDoc's own files are served from (public like the docs pages).
+DOCS_ASSETS = "/static-offline-docs"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "::1", "[::1]"}
 
 
@@ -248,7 +250,7 @@ def route_classifier(app) -> Callable[[dict], str]:
 
     def classify(scope) -> str:
         path = normalized_path(scope["path"])
-        if path in PUBLIC_PATHS and scope["method"] in ("GET", "HEAD"):
+        if scope["method"] in ("GET", "HEAD") and (path in PUBLIC_PATHS or path.startswith(DOCS_ASSETS + "/")):
             return "public"
         if path in MANAGEMENT_PATHS:
             return "management"

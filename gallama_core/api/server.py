@@ -21,9 +21,11 @@ log = logging.getLogger("gallama.server")
 class FrontServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, shutdown_timeout: float = 30.0,
                  on_drain: Callable[[], None] | None = None, on_deadline: Callable[[], None] | None = None,
-                 in_flight: Callable[[], int] | None = None):
+                 in_flight: Callable[[], int] | None = None, models=None):
         super().__init__(config)
         self.shutdown_timeout = shutdown_timeout
+        self.exit_code = 0
+        self._models = models
         self._on_drain, self._on_deadline, self._in_flight = on_drain, on_deadline, in_flight
         self._drainer: asyncio.Task | None = None
 
@@ -39,7 +41,23 @@ class FrontServer(uvicorn.Server):
 
     async def startup(self, sockets=None) -> None:
         await super().startup(sockets=sockets)
-        self._drainer = asyncio.get_running_loop().create_task(self._drain())
+        loop = asyncio.get_running_loop()
+        self._drainer = loop.create_task(self._drain())
+        if self._models is not None:
+            self._watcher = loop.create_task(self._nothing_to_serve())
+
+    async def _nothing_to_serve(self) -> None:
+        """Exit 2 with the reasons when every model given on the command line failed its first load (a server
+        with nothing to serve should not look healthy to whoever started it)."""
+        models = self._models
+        await models.wait_loaded()
+        initial = [i for i in models.instances if i.initial]
+        if initial and all(i.status == "failed" for i in initial) and not models.ready():
+            for instance in initial:
+                log.error("model %r could not load: %s", instance.name, instance.error)
+            log.error("no model given on the command line could load: exiting")
+            self.exit_code = 2
+            self.should_exit = True
 
     async def _drain(self) -> None:
         while not self.should_exit:
@@ -58,7 +76,8 @@ class FrontServer(uvicorn.Server):
             self._on_deadline()
 
 
-def serve(app, host: str, port: int, log_level: str, shutdown_timeout: float = 30.0, state=None) -> None:
+def serve(app, host: str, port: int, log_level: str, shutdown_timeout: float = 30.0, state=None) -> int:
+    """Run the front until it is stopped; the exit code (0, or 2 when no model given at start-up could load)."""
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,  # ours: one line each
                             timeout_graceful_shutdown=shutdown_timeout + 5)
     hooks = {}
@@ -67,5 +86,8 @@ def serve(app, host: str, port: int, log_level: str, shutdown_timeout: float = 3
             state.draining = True
 
         hooks = {"on_drain": drain, "in_flight": lambda: sum(i.active for i in state.models.instances),
-                 "on_deadline": lambda: state.models.fail_in_flight("the server is shutting down")}
-    FrontServer(config, shutdown_timeout=shutdown_timeout, **hooks).run()
+                 "on_deadline": lambda: state.models.fail_in_flight("the server is shutting down"),
+                 "models": state.models}
+    server = FrontServer(config, shutdown_timeout=shutdown_timeout, **hooks)
+    server.run()
+    return server.exit_code

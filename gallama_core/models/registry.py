@@ -17,6 +17,13 @@ KNOWN_BACKEND_DISTRIBUTIONS = {
 DEFAULT_BACKEND = "exllama"
 
 
+def install_hint(distribution: str) -> str:
+    """``pip install gallama-x (from a source checkout: pip install ./plugins/gallama_x)``: the distributions are
+    not on the package index yet, so the hint must also work from a clone of the repository."""
+    folder = distribution.replace("-", "_")
+    return f"pip install {distribution} (from a source checkout: pip install ./plugins/{folder})"
+
+
 def normalize_backend_name(name: str) -> str:
     key = name.strip().lower().replace("-", "_").replace(".", "_")
     return {"llamacpp": "llama_cpp", "exllamav2": "exllama", "exl2": "exllama", "exl3": "exllamav3",
@@ -44,7 +51,7 @@ class BackendRegistry:
         if key is None:
             wanted = normalize_backend_name(name)
             dist = KNOWN_BACKEND_DISTRIBUTIONS.get(wanted)
-            hint = f" Install it with: pip install {dist}" if dist else ""
+            hint = f" Install it with: {install_hint(dist)}" if dist else ""
             have = ", ".join(sorted(self.specs)) or "none"
             raise ConfigError(f"backend {name!r} is not installed (installed backends: {have}).{hint}")
         return self.specs[key]

@@ -22,6 +22,7 @@ from gallama_core.pipeline.context import RequestContext
 from gallama_core.pipeline.prompting import neutralize_special_tokens, render_chat_prompt
 from gallama_core.errors import GallamaError, InvalidRequestError
 from gallama_core.models.manager import ModelInstance
+from gallama_core.models.registry import install_hint
 from gallama_core.api.protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
                        ChunkChoice, CompletionChoice, CompletionRequest, CompletionResponse, Delta,
                        ResponseMessage, ToolCall, FunctionCall, Usage, new_id, now)
@@ -71,7 +72,7 @@ def check_extra_fields(request, state: AppState) -> None:
         owner = PLUGIN_FIELD_OWNERS.get(name)
         if owner:
             raise InvalidRequestError(f"{name!r} needs the {owner} plugin, which is not installed "
-                                      f"(pip install {owner})", param=name, code="plugin_not_installed")
+                                      f"({install_hint(owner)})", param=name, code="plugin_not_installed")
         raise InvalidRequestError(f"unrecognized request argument supplied: {name}", param=name)
 
 

@@ -197,3 +197,12 @@ async def test_every_post_route_documents_its_request_body(client):
     for name, definition in components.items():  # every $ref inside resolves
         for ref in __import__("re").findall(r'"\$ref": "#/components/schemas/([^"]+)"', json.dumps(definition)):
             assert ref in components, (name, ref)
+
+
+async def test_api_docs_work_offline(client):
+    """Swagger UI and ReDoc load their scripts from the server itself, never from a CDN."""
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = (await client.get(page)).text
+        assert f"/static-offline-docs/{asset}" in html and "cdn.jsdelivr" not in html and "unpkg.com" not in html
+        script = await client.get(f"/static-offline-docs/{asset}")
+        assert script.status_code == 200 and len(script.content) > 100_000

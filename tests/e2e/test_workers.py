@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from gallama_core.testing import free_port, running_server, wait_healthy
+from gallama_core.testing import make_venv, running_server, start_server
 
 from .conftest import LOGS
 
@@ -208,16 +208,8 @@ def test_add_and_remove_model_start_and_stop_a_worker(fleet, gguf):
 
 
 def _start_front(args: list[str], python: str = sys.executable, home: Path | None = None, log_name: str = "front"):
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if home is not None:
-        env["GALLAMA_HOME_PATH"] = str(home)
-    log = open(LOGS / f"workers-{log_name}.log", "wb")
-    process = subprocess.Popen([python, "-c", "from gallama_core.cli import main; main()", "run", "--port", str(port),
-                                "--log-level", "warning", *args], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, process, timeout=120)
-    return process, url
+    env = {"GALLAMA_HOME_PATH": str(home)} if home is not None else None
+    return start_server(args, env=env, python=python, log_path=LOGS / f"workers-{log_name}.log", timeout=120)
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
@@ -241,17 +233,7 @@ def test_stopping_the_front_leaves_no_worker(gguf, how):
 @pytest.fixture(scope="module")
 def core_only_python(tmp_path_factory) -> str:
     """A second virtual environment with gallama-core alone (no llama.cpp backend, no xllamacpp)."""
-    uv = subprocess.run([sys.executable, "-c", "import shutil, sys; print(shutil.which('uv') or '')"],
-                        capture_output=True, text=True).stdout.strip()
-    venv = tmp_path_factory.mktemp("core-only") / "venv"
-    if uv:
-        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
-        install = [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python"), "-e", str(ROOT)]
-    else:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-e", str(ROOT)]
-    subprocess.run(install, check=True, timeout=600)
-    return str(venv / "bin" / "python")
+    return make_venv(tmp_path_factory.mktemp("core-only") / "venv", ["-e", str(ROOT)])
 
 
 def test_a_worker_runs_in_another_python_environment(gguf, core_only_python, tmp_path):

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gallama_core.testing import free_port, running_server, smollm2_gguf, wait_healthy
+from gallama_core.testing import running_server, smollm2_gguf, start_server
 
 LOGS = Path(os.environ.get("GALLAMA_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
 LONG = {"model": "smol", "stream": True, "max_tokens": 300, "temperature": 0,
@@ -52,14 +51,7 @@ async def test_a_burst_past_the_queue_gets_429s_and_the_admitted_all_finish(gguf
 
 
 def _front(args: list[str], log_name: str) -> tuple[subprocess.Popen, str]:
-    LOGS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = open(LOGS / log_name, "wb")
-    process = subprocess.Popen([sys.executable, "-c", "from gallama_core.cli import main; main()", "run", "--port",
-                                str(port), "--log-level", "warning", *args], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url, process, timeout=120)
-    return process, url
+    return start_server(args, log_path=LOGS / log_name, timeout=120)
 
 
 def _stream_lines(url: str, body: dict, out: list, started: threading.Event) -> None:

@@ -5,7 +5,6 @@ could never be installed beside it. Both answer through the same server."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from gallama_core.testing import running_server, smollm2_gguf
+from gallama_core.testing import make_venv, running_server, smollm2_gguf
 
 ROOT = Path(__file__).parents[3]
 LOGS = Path(os.environ.get("GALLAMA_TEST_OUTPUT", ROOT / "test-output"))
@@ -24,17 +23,8 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 @pytest.fixture(scope="module")
 def numpy2_python(tmp_path_factory) -> str:
     """gallama-core + the llama.cpp backend + numpy>=2.1, in a virtual environment of its own."""
-    venv = tmp_path_factory.mktemp("numpy2") / "venv"
-    uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
-    if Path(uv).exists():
-        subprocess.run([uv, "venv", "-q", "-p", sys.executable, str(venv)], check=True)
-        install = [uv, "pip", "install", "-q", "--python", str(venv / "bin" / "python")]
-    else:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        install = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
-    subprocess.run([*install, "-e", str(ROOT), "-e", str(ROOT / "plugins" / "gallama_llamacpp"), "numpy>=2.1"],
-                   check=True, timeout=900)
-    return str(venv / "bin" / "python")
+    return make_venv(tmp_path_factory.mktemp("numpy2") / "venv",
+                     ["-e", str(ROOT), "-e", str(ROOT / "plugins" / "gallama_llamacpp"), "numpy>=2.1"])
 
 
 def _numpy_major(python: str) -> int:
