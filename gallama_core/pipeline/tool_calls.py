@@ -96,6 +96,19 @@ def render_tool_call(name: str, arguments: Any) -> str:
 _HEADER_RE = re.compile(r'\s*' + re.escape(OPEN) + r'\n\{"name": "((?:[^"\\]|\\.)*)", "arguments": ')
 
 
+def _without_partial_close(arguments: str, tail: str) -> str:
+    """The end of a call cut by ``max_tokens``: drop a partial closing sequence (``}\n</``) when what is left
+    completes the arguments as JSON, so no tag text ever lands in ``arguments``."""
+    for k in range(min(len(tail), len(CALL_END) - 1), 0, -1):
+        if tail.endswith(CALL_END[:k]):
+            try:
+                json.loads(arguments + tail[:-k])
+            except ValueError:
+                continue
+            return tail[:-k]
+    return tail
+
+
 @dataclass
 class ToolCallParser:
     """Feed generated text; get content text or tool-call deltas back, incrementally.
@@ -131,7 +144,7 @@ class ToolCallParser:
             return out, []
         deltas = self._parse_calls()
         if self._in_args and self.buffer:
-            deltas.append(self._args_delta(self.buffer))
+            deltas.append(self._args_delta(_without_partial_close(self.calls[-1]["arguments"], self.buffer)))
             self.buffer = ""
         return "", deltas
 

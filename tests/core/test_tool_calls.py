@@ -123,3 +123,32 @@ async def test_tool_choice_none_and_auto_without_tools_are_plain(client):
         assert r.status_code == 200
         backend = next(i.backend for i in client.state.models.instances if i.name == "echo-a")
         assert backend.requests[-1].grammar is None and "<tool_call>" not in backend.requests[-1].prompt
+
+
+@pytest.mark.parametrize("cut, expected", [
+    ('{"city": "Oslo"}}\n</', '{"city": "Oslo"}'),     # cut inside the closing tag: no tag text in arguments
+    ('{"city": "Oslo"}}\n', '{"city": "Oslo"}'),
+    ('{"city": "Oslo"}}', '{"city": "Oslo"}'),
+    ('{"city": "Oslo"}', '{"city": "Oslo"}'),          # cut right after the arguments: nothing to drop
+    ('{"city": "Os', '{"city": "Os'),                  # cut inside the arguments: kept as generated
+])
+def test_a_call_cut_in_its_closing_tag_keeps_clean_arguments(cut, expected):
+    parser = ToolCallParser()
+    parser.feed('<tool_call>\n{"name": "get_weather", "arguments": ' + cut)
+    parser.finish()
+    assert parser.calls[0]["arguments"] == expected
+
+
+async def test_a_named_tool_choice_is_one_call_even_with_parallel_calls(client):
+    tools = [{"type": "function", "function": {"name": "a", "parameters": {"type": "object"}}},
+             {"type": "function", "function": {"name": "b", "parameters": {"type": "object"}}}]
+    for parallel in (True, None):
+        body = {"model": "echo-a", "messages": [{"role": "user", "content": "x"}], "tools": tools,
+                "tool_choice": {"type": "function", "function": {"name": "b"}}, "parallel_tool_calls": parallel}
+        assert (await client.post("/v1/chat/completions", json=body)).status_code == 200
+        grammar = [i.backend for i in client.state.models.instances if i.name == "echo-a"][0].requests[-1].grammar
+        assert "calls: call\n" in grammar + "\n" and '("\\n" call' not in grammar
+    body["tool_choice"] = "required"
+    await client.post("/v1/chat/completions", json=body)
+    grammar = [i.backend for i in client.state.models.instances if i.name == "echo-a"][0].requests[-1].grammar
+    assert '("\\n" call' in grammar  # required may call several tools

@@ -65,9 +65,11 @@ async def test_calls_always_schema_valid(async_client, mode):
         async with semaphore:
             plain = await async_client.chat.completions.create(**kwargs)
             _check_calls(plain.choices[0].message, plain.choices[0].finish_reason,
-                         tool if mode == "named" else None, single=not parallel)
+                         tool if mode == "named" else None, single=not parallel or mode == "named")
             calls, finish = await _streamed_calls(await async_client.chat.completions.create(stream=True, **kwargs))
         assert finish == "tool_calls" and calls
+        if mode == "named":
+            assert len(calls) == 1  # a named tool choice is exactly one call, parallel_tool_calls or not
         for call in calls:
             jsonschema.validate(json.loads(call["arguments"]), SCHEMAS[call["name"]])
             if mode == "named":

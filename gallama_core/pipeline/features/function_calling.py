@@ -100,7 +100,8 @@ def gallama_preprocess_request(ctx):
     if mode == "none":
         return
     chosen = [s for s in specs if s["name"] == name] if mode == "named" else specs
-    parallel = request.parallel_tool_calls is not False
+    # A named tool choice is one call to that tool (as OpenAI answers it); several only when the model may choose.
+    parallel = request.parallel_tool_calls is not False and mode != "named"
     ctx.system_prompt_additions.append(tool_prompt(specs, mode, name))
     ctx.constraints.append(GrammarConstraint(param="tools", lark=call_grammar(chosen, parallel,
                                                                               allow_text=(mode == "auto"))))
