@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # the tests import the keys from here
-
 from gallama_core.testing import running_server, smollm2_gguf
 
 LOGS = Path(os.environ.get("GALLAMA_TEST_OUTPUT", Path(__file__).parents[2] / "test-output"))
-API_KEY, ADMIN_KEY = "sk-test-inference-Key", "sk-test-ADMIN-key"
+API_KEY, ADMIN_KEY = "sk-test-inference-Key", "sk-test-ADMIN-key"  # the same two in test_surface.py
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from conftest import ADMIN_KEY, API_KEY
 
 from gallama_core.api.app import build_state, create_app
 from gallama_core.api.security import SurfaceConfig, iter_routes
 
+# The keys keyed_server runs with (tests/security/conftest.py).
+API_KEY, ADMIN_KEY = "sk-test-inference-Key", "sk-test-ADMIN-key"
 CHAT = {"model": "smol", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]}
 PUBLIC = {"/health", "/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"}
 
