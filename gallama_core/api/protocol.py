@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 #: Most tokens one request may ask for (every integer is range-checked before any engine sees it).
 MAX_REQUEST_TOKENS = 1 << 24
+#: Most alternatives per token in logprobs (OpenAI's limit).
+MAX_TOP_LOGPROBS = 20
 
 
 class TextPart(BaseModel):
@@ -137,7 +139,6 @@ class SamplingFields(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None
-    logprobs: bool | int | None = None
     logit_bias: dict[str, float] | None = None
 
     # gallama format enforcement (extra_body)
@@ -153,8 +154,6 @@ class SamplingFields(BaseModel):
 
     @model_validator(mode="after")
     def _unsupported(self):
-        if self.logprobs:
-            raise ValueError("logprobs are not supported by gallama yet")
         if self.logit_bias:
             raise ValueError("logit_bias is not supported by gallama yet")
         return self
@@ -171,10 +170,23 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+
+    @model_validator(mode="after")
+    def _top_needs_logprobs(self):
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        return self
 
     @property
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def logprobs_wanted(self) -> int | None:
+        """Alternatives per token when log probabilities are asked for (None: not asked for)."""
+        return (self.top_logprobs or 0) if self.logprobs else None
 
 
 class CompletionRequest(SamplingFields):
@@ -182,6 +194,12 @@ class CompletionRequest(SamplingFields):
     echo: bool = False
     suffix: str | None = None
     best_of: int | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS,
+                                 description="Log probabilities of each token and of this many alternatives.")
+
+    @property
+    def logprobs_wanted(self) -> int | None:
+        return self.logprobs
 
     @field_validator("prompt")
     @classmethod
@@ -228,11 +246,27 @@ class ResponseMessage(BaseModel):
     tool_calls: list[ToolCall] | None = None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = []
+
+
+class ChoiceLogprobs(BaseModel):
+    """Chat ``logprobs``: one entry per generated token."""
+
+    content: list[TokenLogprob] | None = None
+
+
 class ChatChoice(BaseModel):
     index: int
     message: ResponseMessage
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionResponse(BaseModel):
@@ -269,7 +303,7 @@ class ChunkChoice(BaseModel):
     index: int
     delta: Delta
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: ChoiceLogprobs | None = None
 
 
 class ChatCompletionChunk(BaseModel):
@@ -281,11 +315,30 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
 
 
+class CompletionLogprobs(BaseModel):
+    """Legacy completions ``logprobs``."""
+
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None = None
+    text_offset: list[int]
+
+    @classmethod
+    def from_entries(cls, entries: list[dict], offset: int = 0) -> "CompletionLogprobs":
+        offsets, position = [], offset
+        for entry in entries:
+            offsets.append(position)
+            position += len(entry["token"])
+        return cls(tokens=[e["token"] for e in entries], token_logprobs=[e["logprob"] for e in entries],
+                   top_logprobs=[{t["token"]: t["logprob"] for t in e.get("top_logprobs") or []} for e in entries],
+                   text_offset=offsets)
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
     finish_reason: str | None = None
-    logprobs: None = None
+    logprobs: CompletionLogprobs | None = None
 
 
 class CompletionResponse(BaseModel):

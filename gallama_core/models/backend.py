@@ -46,6 +46,8 @@ class GenerationRequest:
     grammar: str | None = None
     banned_strings: list[str] = field(default_factory=list)
     request_id: str = ""
+    #: Log probabilities wanted: None = no; N = each token's and its N most likely alternatives'.
+    logprobs: int | None = None
 
 
 @dataclass
@@ -56,6 +58,9 @@ class GenerationChunk:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: With ``GenerationRequest.logprobs``: one entry per token of ``text``, OpenAI's chat shape
+    #: ``{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}, ...]}``.
+    logprobs: list[dict] | None = None
 
 
 class Backend(ABC):
@@ -73,6 +78,8 @@ class Backend(ABC):
     #: The model's control-token strings (``<|im_end|>``...). Text that clients send in messages never becomes one
     #: of them: the front breaks such sequences up before the chat template is applied.
     special_tokens: list[str] = []
+    #: Whether ``generate`` honours ``GenerationRequest.logprobs`` (requests for them are a 400 otherwise).
+    supports_logprobs: bool = False
 
     def __init__(self, backend_name: str, model_name: str, max_seq_len: int,
                  chat_template: ChatTemplate | None = None):

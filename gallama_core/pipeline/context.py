@@ -50,4 +50,5 @@ class RequestContext:
         if choice_index and sampling.seed is not None:
             sampling = SamplingParams(**{**sampling.__dict__, "seed": sampling.seed + choice_index})
         return GenerationRequest(prompt=self.prompt or "", max_tokens=self.max_tokens, sampling=sampling,
-                                 stop=list(self.stop), grammar=grammar, request_id=f"{self.request_id}-{choice_index}")
+                                 stop=list(self.stop), grammar=grammar, request_id=f"{self.request_id}-{choice_index}",
+                                 logprobs=self.request.logprobs_wanted)

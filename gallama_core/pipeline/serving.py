@@ -24,7 +24,8 @@ from gallama_core.errors import GallamaError, InvalidRequestError
 from gallama_core.models.manager import ModelInstance
 from gallama_core.models.registry import install_hint
 from gallama_core.api.protocol import (ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
-                       ChunkChoice, CompletionChoice, CompletionRequest, CompletionResponse, Delta,
+                       ChoiceLogprobs, ChunkChoice, CompletionChoice, CompletionLogprobs, CompletionRequest,
+                       CompletionResponse, Delta,
                        ResponseMessage, ToolCall, FunctionCall, Usage, new_id, now)
 from gallama_core.pipeline.mixture_of_agents import FIELD as MIXTURE_FIELD, run_mixture
 from gallama_core.pipeline.stream_events import StreamEvent
@@ -146,6 +147,10 @@ class Pipeline:
     async def _start(self, endpoint: str, request) -> tuple[RequestContext, ModelInstance, list[AsyncIterator]]:
         check_extra_fields(request, self.state)
         instance = self.state.models.resolve(request.model, "chat")
+        if request.logprobs_wanted is not None and not getattr(instance.backend, "supports_logprobs", False):
+            raise InvalidRequestError(f"model {instance.name!r} runs on the {instance.backend.backend_name} backend, "
+                                      "which does not return log probabilities (the llama_cpp backend does)",
+                                      param="logprobs", code="logprobs_not_supported")
         ctx = self._context(endpoint, request, instance)
         if endpoint == "chat":
             specials = list(getattr(instance.backend, "special_tokens", None) or [])
@@ -198,9 +203,10 @@ class Pipeline:
             parts = outputs.setdefault(index, [])
             if not parts or (event.part is not None and event.part != parts[-1]["part"]):
                 parts.append({"part": event.part, "content": [], "reasoning": [], "tool_calls": {}, "extra": {},
-                              "finish_reason": None})
+                              "finish_reason": None, "logprobs": []})
             part = parts[-1]
             part["content"].append(event.content)
+            part["logprobs"] += event.logprobs or []
             part["reasoning"].append(event.reasoning)
             part["extra"].update(event.extra)
             for delta in event.tool_calls or []:
@@ -216,9 +222,12 @@ class Pipeline:
         usage = _usage(prompt_tokens, completion_tokens, offset)
         note(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         ordered = [p for index in sorted(outputs) for p in outputs[index]]
+        wants_logprobs = ctx.request.logprobs_wanted is not None
         if ctx.endpoint == "completion":
             prefix = ctx.request.prompt_text if ctx.request.echo else ""
-            choices = [CompletionChoice(index=i, text=prefix + "".join(p["content"]), finish_reason=p["finish_reason"])
+            choices = [CompletionChoice(index=i, text=prefix + "".join(p["content"]), finish_reason=p["finish_reason"],
+                                        logprobs=CompletionLogprobs.from_entries(p["logprobs"], len(prefix))
+                                        if wants_logprobs else None)
                        for i, p in enumerate(ordered)]
             return CompletionResponse(id=ctx.request_id, created=now(), model=ctx.model_name, choices=choices,
                                       usage=usage)
@@ -230,7 +239,8 @@ class Pipeline:
             message = ResponseMessage(content=None if (tool_calls and not content) else content,
                                       reasoning_content="".join(p["reasoning"]) or None,
                                       tool_calls=tool_calls, **p["extra"])
-            choices.append(ChatChoice(index=i, message=message, finish_reason=p["finish_reason"]))
+            choices.append(ChatChoice(index=i, message=message, finish_reason=p["finish_reason"],
+                                      logprobs=ChoiceLogprobs(content=p["logprobs"]) if wants_logprobs else None))
         return ChatCompletionResponse(id=ctx.request_id, created=now(), model=ctx.model_name, choices=choices,
                                       usage=usage)
 
@@ -260,9 +270,9 @@ class Pipeline:
                 if chat:
                     delta = Delta(content=event.content or None, reasoning_content=event.reasoning or None,
                                   tool_calls=event.tool_calls, **event.extra)
-                    yield _chunk(ctx, created, index, delta, event.finish_reason)
+                    yield _chunk(ctx, created, index, delta, event.finish_reason, event.logprobs)
                 else:
-                    yield _text_chunk(ctx, created, index, event.content, event.finish_reason)
+                    yield _text_chunk(ctx, created, index, event.content, event.finish_reason, event.logprobs)
             if include_usage:
                 usage = _usage(prompt_tokens, completion_tokens, offset)
                 if chat:
@@ -289,15 +299,17 @@ def _usage(prompt_tokens: int, completion_tokens: int, offset: Usage) -> Usage:
                  total_tokens=prompt_tokens + completion_tokens)
 
 
-def _chunk(ctx, created, index, delta: Delta, finish_reason=None) -> str:
-    chunk = ChatCompletionChunk(id=ctx.request_id, created=created, model=ctx.model_name,
-                                choices=[ChunkChoice(index=index, delta=delta, finish_reason=finish_reason)])
+def _chunk(ctx, created, index, delta: Delta, finish_reason=None, logprobs: list[dict] | None = None) -> str:
+    choice = ChunkChoice(index=index, delta=delta, finish_reason=finish_reason,
+                         logprobs=ChoiceLogprobs(content=logprobs) if logprobs else None)
+    chunk = ChatCompletionChunk(id=ctx.request_id, created=created, model=ctx.model_name, choices=[choice])
     return chunk.model_dump_json(exclude_none=True)
 
 
-def _text_chunk(ctx, created, index, text, finish_reason) -> str:
+def _text_chunk(ctx, created, index, text, finish_reason, logprobs: list[dict] | None = None) -> str:
+    legacy = CompletionLogprobs.from_entries(logprobs).model_dump() if logprobs else None
     return json.dumps({"id": ctx.request_id, "object": "text_completion", "created": created,
-                       "model": ctx.model_name, "choices": [{"index": index, "text": text, "logprobs": None,
+                       "model": ctx.model_name, "choices": [{"index": index, "text": text, "logprobs": legacy,
                                                              "finish_reason": finish_reason}]})
 
 
@@ -310,7 +322,7 @@ async def _chunks_to_events(ctx: RequestContext, chunks: AsyncIterator[Generatio
             if prefix:
                 text, prefix = prefix + text, ""
             yield StreamEvent(content=text, finish_reason=chunk.finish_reason, prompt_tokens=chunk.prompt_tokens,
-                              completion_tokens=chunk.completion_tokens)
+                              completion_tokens=chunk.completion_tokens, logprobs=chunk.logprobs)
     finally:
         await chunks.aclose()
 

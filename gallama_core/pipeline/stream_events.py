@@ -25,7 +25,10 @@ class StreamEvent:
     part: Any = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    #: Log probabilities of the tokens behind this event's text (when the request asked for them).
+    logprobs: list[dict] | None = None
 
     @property
     def is_empty(self) -> bool:
-        return not (self.content or self.reasoning or self.tool_calls or self.finish_reason or self.extra)
+        return not (self.content or self.reasoning or self.tool_calls or self.finish_reason or self.extra
+                    or self.logprobs)

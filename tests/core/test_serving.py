@@ -206,3 +206,15 @@ async def test_api_docs_work_offline(client):
         assert f"/static-offline-docs/{asset}" in html and "cdn.jsdelivr" not in html and "unpkg.com" not in html
         script = await client.get(f"/static-offline-docs/{asset}")
         assert script.status_code == 200 and len(script.content) > 100_000
+
+
+async def test_logprobs_need_a_backend_that_gives_them(client):
+    error = assert_envelope(await client.post(CHAT, json={"model": "echo-a", "messages": [user("x")],
+                                                          "logprobs": True, "top_logprobs": 2}), 400, "logprobs")
+    assert error["code"] == "logprobs_not_supported" and "echo backend" in error["message"]
+    assert_envelope(await client.post(CHAT, json={"model": "echo-a", "messages": [user("x")], "top_logprobs": 2}),
+                    400)
+    assert_envelope(await client.post(CHAT, json={"model": "echo-a", "messages": [user("x")], "logprobs": True,
+                                                  "top_logprobs": 21}), 400, "top_logprobs")
+    assert_envelope(await client.post("/v1/completions", json={"model": "echo-a", "prompt": "x", "logprobs": 2}),
+                    400, "logprobs")

@@ -137,3 +137,34 @@ def test_malformed_bodies(multi_server, raw, client):
 def test_chat_on_unknown_route_is_404_envelope(multi_server):
     r = httpx.post(multi_server + "/v1/nothing", json={})
     assert r.status_code == 404 and "error" in r.json()
+
+
+def test_logprobs_chat_streamed_and_not(client):
+    kwargs = dict(model="smol", messages=[{"role": "user", "content": "Say hello."}], max_tokens=6, temperature=0,
+                  logprobs=True, top_logprobs=3)
+    answer = client.chat.completions.create(**kwargs)
+    entries = answer.choices[0].logprobs.content
+    assert len(entries) == answer.usage.completion_tokens
+    assert "".join(e.token for e in entries) == answer.choices[0].message.content
+    for entry in entries:
+        assert entry.logprob <= 0 and len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
+        assert bytes(entry.bytes).decode("utf-8", "replace") == entry.token
+    streamed = [c for c in client.chat.completions.create(stream=True, **kwargs) if c.choices]
+    tokens = [e.token for c in streamed if c.choices[0].logprobs for e in c.choices[0].logprobs.content]
+    text = "".join(c.choices[0].delta.content or "" for c in streamed)
+    assert len(tokens) == 6 and "".join(tokens) == text  # each token's entry comes with the chunk that carried it
+    plain = client.chat.completions.create(model="smol", messages=kwargs["messages"], max_tokens=3, logprobs=True)
+    assert all(e.top_logprobs == [] for e in plain.choices[0].logprobs.content)
+    none = client.chat.completions.create(model="smol", messages=kwargs["messages"], max_tokens=3)
+    assert none.choices[0].logprobs is None
+
+
+def test_logprobs_legacy_completions(client):
+    answer = client.completions.create(model="smol", prompt="The sky is", max_tokens=5, temperature=0, logprobs=2)
+    lp = answer.choices[0].logprobs
+    assert "".join(lp.tokens) == answer.choices[0].text and len(lp.token_logprobs) == 5
+    assert all(len(top) <= 2 for top in lp.top_logprobs) and lp.text_offset[0] == 0
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "x"}], logprobs=True,
+                                       top_logprobs=21)

@@ -181,7 +181,20 @@ def request_body(request: GenerationRequest) -> dict[str, Any]:
         body["stop"] = request.stop
     if request.grammar:
         body["grammar"] = "%llguidance {}\n" + request.grammar
+    if request.logprobs is not None:
+        body["logprobs"] = max(1, request.logprobs)  # llama.cpp reports nothing for 0: ask 1, keep none
     return body
+
+
+def _logprobs(choice: dict, top: int | None) -> list[dict] | None:
+    """llama.cpp's per-token entries in OpenAI's chat shape, ``top`` alternatives each."""
+    entries = (choice.get("logprobs") or {}).get("content") if top is not None else None
+    if not entries:
+        return None
+    keep = ("token", "logprob", "bytes")
+    return [{**{k: e.get(k) for k in keep},
+             "top_logprobs": [{k: t.get(k) for k in keep} for t in (e.get("top_logprobs") or [])[:top]]}
+            for e in entries]
 
 
 class LlamaCppBackend(Backend):
@@ -189,6 +202,7 @@ class LlamaCppBackend(Backend):
         super().__init__("llama_cpp", settings.served_name, max_seq_len, chat_template)
         self.settings = settings
         self.concurrency = settings.n_parallel
+        self.supports_logprobs = True
         self.socket_folder: str | None = None
         self._server = server
         self._pool = ThreadPoolExecutor(max_workers=max(32, settings.n_parallel * 4),
@@ -235,10 +249,12 @@ class LlamaCppBackend(Backend):
                     if finish:
                         finished = True
                     text = choice.get("text") or ""
-                    if text or finish:
+                    logprobs = _logprobs(choice, request.logprobs)
+                    if text or finish or logprobs:
                         yield GenerationChunk(text=text, finish_reason=_finish(finish) if finish else None,
                                               prompt_tokens=usage.get("prompt_tokens") if usage else None,
-                                              completion_tokens=usage.get("completion_tokens") if usage else None)
+                                              completion_tokens=usage.get("completion_tokens") if usage else None,
+                                              logprobs=logprobs)
                 elif usage and finished:
                     yield GenerationChunk(prompt_tokens=usage.get("prompt_tokens"),
                                           completion_tokens=usage.get("completion_tokens"))

@@ -163,3 +163,24 @@ def test_the_engines_own_http_server_listens_on_no_tcp_port(backend):
     assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
     assert os.listdir(folder) == ["engine.sock"]
     assert backend._server.listening_address == f"unix://{folder}/engine.sock"
+
+
+def test_logprobs_mapping():
+    from gallama_llamacpp.backend import _logprobs
+
+    assert "logprobs" not in request_body(GenerationRequest(prompt="p"))
+    assert request_body(GenerationRequest(prompt="p", logprobs=0))["logprobs"] == 1
+    assert request_body(GenerationRequest(prompt="p", logprobs=5))["logprobs"] == 5
+    engine = {"logprobs": {"content": [{"id": 7, "token": "a", "bytes": [97], "logprob": -0.5, "top_logprobs": [
+        {"id": 7, "token": "a", "bytes": [97], "logprob": -0.5}, {"id": 8, "token": "b", "bytes": [98], "logprob": -1}]}]}}
+    assert _logprobs(engine, 1) == [{"token": "a", "logprob": -0.5, "bytes": [97],
+                                     "top_logprobs": [{"token": "a", "logprob": -0.5, "bytes": [97]}]}]
+    assert _logprobs(engine, 0)[0]["top_logprobs"] == [] and _logprobs(engine, None) is None
+
+
+async def test_generate_returns_logprobs(backend):
+    chunks = [c async for c in backend.generate(GenerationRequest(prompt="Hello", max_tokens=4, logprobs=2,
+                                                                  sampling=SamplingParams(temperature=0)))]
+    entries = [e for c in chunks for e in (c.logprobs or [])]
+    assert len(entries) == 4 and "".join(e["token"] for e in entries) == "".join(c.text for c in chunks)
+    assert all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in entries)
