@@ -123,8 +123,8 @@ state = build_state()
 app = create_app(state)
 schema = app.openapi()
 paths = sorted(path for path, ops in schema['paths'].items() if 'post' in ops)
-bodies = {path: schema['paths'][path]['post']['requestBody']['content']['application/json']['schema']['$ref']
-          for path in paths}
+bodies = {{path: schema['paths'][path]['post']['requestBody']['content']['application/json']['schema']['$ref']
+          for path in paths}}
 spec = state.registry.get('infinity')
 detected = state.registry.detect({minilm_dir!r})
 settings = resolve_model_settings({{'model_id': {minilm_dir!r}, 'model_name': 'mini'}}, state.registry, {{}})
