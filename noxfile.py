@@ -1,5 +1,6 @@
-"""Test sessions: one per distribution (each in its own venv with only the core and that plugin) plus an
-end-to-end session that serves SmolLM2 with ``gallama run`` and drives it with the official openai client.
+"""Test sessions: one per distribution (each in its own venv with only the core and that plugin), an
+end-to-end session that serves SmolLM2 with ``gallama run`` and drives it with the official openai client (with the
+security and robustness tests), and ``fuzz`` (schemathesis against the served OpenAPI schema).
 
     python -m nox                 # everything CI runs
     python -m nox -s core         # the core alone
