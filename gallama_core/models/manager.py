@@ -230,10 +230,6 @@ class ModelManager:
 
     # ------------------------------------------------------------------------------------------ routing
     @property
-    def loading(self) -> bool:
-        return any(i.status == "loading" for i in self.instances)
-
-    @property
     def starting(self) -> bool:
         """Models given at start-up are still on their first load."""
         return any(i.initial and i.status == "loading" for i in self.instances)

@@ -59,7 +59,6 @@ def _chat(url: str, model: str, **extra) -> httpx.Response:
 @pytest.fixture(scope="module")
 def fleet(gguf):
     """Two instances of 'twin' and one of 'solo': three engine workers."""
-    LOGS.mkdir(parents=True, exist_ok=True)
     args = ["-id", f"model_id={gguf} model_name=twin {SMALL}", "-id", f"model_id={gguf} model_name=twin {SMALL}",
             "-id", f"model_id={gguf} model_name=solo {SMALL}"]
     with running_server(args, log_path=LOGS / "workers-fleet.log") as url:
@@ -213,7 +212,6 @@ def _start_front(args: list[str], python: str = sys.executable, home: Path | Non
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL])
 def test_stopping_the_front_leaves_no_worker(gguf, how):
-    LOGS.mkdir(parents=True, exist_ok=True)
     process, url = _start_front(["-id", f"model_id={gguf} model_name=a {SMALL}",
                                  "-id", f"model_id={gguf} model_name=b {SMALL}"], log_name=f"stop-{how.name}")
     try:

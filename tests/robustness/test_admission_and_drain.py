@@ -28,7 +28,6 @@ def gguf() -> str:
 
 
 async def test_a_burst_past_the_queue_gets_429s_and_the_admitted_all_finish(gguf):
-    LOGS.mkdir(parents=True, exist_ok=True)
     args = ["-id", f"model_id={gguf} model_name=smol n_parallel=1 max_queue=2 max_seq_len=512 n_threads=1"]
     with running_server(args, log_path=LOGS / "robustness-admission.log") as url:
         async with httpx.AsyncClient(base_url=url, timeout=300) as http:

@@ -16,7 +16,6 @@ LOGS = Path(os.environ.get("GALLAMA_TEST_OUTPUT", Path(__file__).parents[2] / "t
 
 @pytest.fixture(scope="module")
 def server():
-    LOGS.mkdir(parents=True, exist_ok=True)
     args = ["-id", f"model_id={smollm2_gguf()} model_name=smol n_parallel=2 max_seq_len=1024 n_threads=1"]
     with running_server(args, log_path=LOGS / "robustness-input.log") as url:
         yield url

@@ -20,7 +20,6 @@ LONG_PROMPT = "Summarise this text. " + " ".join(f"word{i % 97}" for i in range(
 
 @pytest.fixture(scope="module")
 def one_slot():
-    LOGS.mkdir(parents=True, exist_ok=True)
     args = ["-id", f"model_id={smollm2_gguf()} model_name=smol n_parallel=1 max_seq_len=4096 n_threads=2"]
     with running_server(args, log_path=LOGS / "robustness-cancel.log") as url:
         yield url
@@ -56,7 +55,6 @@ async def test_a_client_gone_during_a_long_prefill_frees_the_slot(one_slot, stre
 
 
 async def test_remove_model_ends_its_streams_with_an_error_then_done():
-    LOGS.mkdir(parents=True, exist_ok=True)
     gguf = smollm2_gguf()
     args = ["-id", f"model_id={gguf} model_name=smol n_parallel=2 max_seq_len=1024 n_threads=1",
             "-id", f"model_id={gguf} model_name=other n_parallel=1 max_seq_len=256 n_threads=1"]

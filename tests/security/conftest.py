@@ -20,7 +20,6 @@ def gguf() -> str:
 
 @pytest.fixture(scope="session")
 def keyed_server(gguf):
-    LOGS.mkdir(parents=True, exist_ok=True)
     args = ["-id", f"model_id={gguf} model_name=smol n_parallel=2 max_seq_len=512 n_threads=1",
             "--api-key", API_KEY, "--admin-key", ADMIN_KEY, "--cors-origin", "http://allowed.example",
             "--max-body-mb", "1"]
@@ -31,7 +30,6 @@ def keyed_server(gguf):
 @pytest.fixture(scope="session")
 def open_server(gguf):
     """No keys, loopback bind: inference open, management allowed only through the Host check."""
-    LOGS.mkdir(parents=True, exist_ok=True)
     args = ["-id", f"model_id={gguf} model_name=smol n_parallel=2 max_seq_len=512 n_threads=1"]
     with running_server(args, log_path=LOGS / "security-open.log") as url:
         yield url

@@ -39,7 +39,6 @@ def test_embedding_and_chat_from_two_environments(minilm_dir, numpy2_python, tmp
     (home / "gallama.yaml").write_text(f"backends:\n  llama_cpp:\n    python: {numpy2_python}\n")
     args = ["-id", f"model_id={minilm_dir} model_name=minilm backend=embedding model_warmup=false",
             "-id", f"model_id={smollm2_gguf()} model_name=smol n_parallel=1 max_seq_len=512 n_threads=1"]
-    LOGS.mkdir(parents=True, exist_ok=True)
     with running_server(args, home=home, env=OFFLINE, log_path=LOGS / "embed-two-envs.log", timeout=300) as url:
         rows = {r["model_name"]: r for r in httpx.get(url + "/list_loaded_models").json()}
         assert rows["minilm"]["status"] == rows["smol"]["status"] == "ready"
