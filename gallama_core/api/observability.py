@@ -10,7 +10,6 @@ prompt unless ``--log-prompts`` is given.
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import time
@@ -20,21 +19,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
+from gallama_core.request_notes import request_stats
+
 log = logging.getLogger("gallama.requests")
-
-#: Per-request notes from the pipeline (model, tokens, ttft_s, request_id, prompt) for the request log line.
-request_stats: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("gallama_request_stats",
-                                                                                       default=None)
-
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
-
-
-def note(**fields: Any) -> None:
-    """Add facts about the current request to its log line and metrics (no-op outside a request)."""
-    stats = request_stats.get()
-    if stats is not None:
-        stats.update(fields)
 
 
 class _ModelStates:

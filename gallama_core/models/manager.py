@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Literal
 
 from gallama_core.errors import (GallamaError, InvalidRequestError, ModelNotFoundError, QueueFullError,
                                  ServiceUnavailableError)
-from gallama_core.api.observability import note
+from gallama_core.request_notes import note
 from gallama_core.models.backend import Backend
 from gallama_core.models.registry import BackendRegistry
 from gallama_core.models.settings import ModelSettings

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from pydantic import ValidationError
 
-from gallama_core.api.observability import note
+from gallama_core.request_notes import note
 from gallama_core.api.state import AppState
 from gallama_core.models.backend import GenerationChunk, SamplingParams
 from gallama_core.pipeline.constraints import compile_constraints

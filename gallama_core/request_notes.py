@@ -1,0 +1,19 @@
+"""Facts about the HTTP request being served, noted by any layer (model routing, the pipeline) and read by the
+front's request log and metrics (:mod:`gallama_core.api.observability`). A context variable: no layer below the
+HTTP front needs to import it."""
+
+from __future__ import annotations
+
+import contextvars
+from typing import Any
+
+#: Per-request notes from the pipeline (model, tokens, ttft_s, request_id, prompt) for the request log line.
+request_stats: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("gallama_request_stats",
+                                                                                       default=None)
+
+
+def note(**fields: Any) -> None:
+    """Add facts about the current request to its log line and metrics (no-op outside a request)."""
+    stats = request_stats.get()
+    if stats is not None:
+        stats.update(fields)
