@@ -65,9 +65,10 @@ def core(session: nox.Session) -> None:
 
 @nox.session
 def e2e(session: nox.Session) -> None:
-    """gallama run on SmolLM2 (llama.cpp) driven by the official openai client; keys, closed surface, admission
-    and drain through real HTTP."""
+    """gallama run on SmolLM2 (llama.cpp) driven by the official openai and anthropic clients and the
+    openai-agents SDK; keys, closed surface, admission and drain through real HTTP."""
     _install(session, "gallama_llamacpp")
+    session.install(*_find_links(), "anthropic>=0.60", "openai-agents>=0.3")
     _pytest(session, "tests/e2e", "tests/security", "tests/robustness")
 
 

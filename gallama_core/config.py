@@ -141,6 +141,7 @@ class ServerSection(BaseModel):
           admin_keys: [sk-admin]          # model management needs one of these
           cors_origins: [http://localhost:3000]
           max_body_mb: 8
+          stored_responses: 256           # /v1/responses kept in memory for previous_response_id
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -151,6 +152,9 @@ class ServerSection(BaseModel):
     max_body_mb: float = Field(8.0, gt=0, le=1024)
     #: Folders that /add_model may load model files from (default: the home's models/).
     model_dirs: list[str] = []
+    #: Answers of ``/v1/responses`` kept in memory (least recently used first out) so that a later request can
+    #: continue them with ``previous_response_id``; 0 refuses ``store``.
+    stored_responses: int = Field(256, ge=0, le=100_000)
 
 
 #: Sections of ``gallama.yaml`` the core owns (plugins register theirs with ``gallama_config_sections``).

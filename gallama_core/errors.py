@@ -68,3 +68,30 @@ class ConfigError(Exception):
 def error_envelope(message: str, error_type: str = "invalid_request_error", param: str | None = None,
                    code: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+# ------------------------------------------------------------------- Anthropic's error shape on its routes
+
+#: Routes that speak the Anthropic Messages API: their errors use Anthropic's shape.
+ANTHROPIC_ROUTE_PREFIX = "/v1/messages"
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error",
+                    503: "overloaded_error", 529: "overloaded_error"}
+
+
+def anthropic_error(message: str, status_code: int) -> dict[str, Any]:
+    """``{"type": "error", "error": {"type", "message"}}`` with Anthropic's type for the status code."""
+    error_type = _ANTHROPIC_TYPES.get(status_code, "api_error" if status_code >= 500 else "invalid_request_error")
+    return {"type": "error", "error": {"type": error_type, "message": message}}
+
+
+def speaks_anthropic(path: str) -> bool:
+    path = "/" + "/".join(p for p in path.split("/") if p)
+    return path == ANTHROPIC_ROUTE_PREFIX or path.startswith(ANTHROPIC_ROUTE_PREFIX + "/")
+
+
+def error_body(path: str, envelope: dict[str, Any], status_code: int) -> dict[str, Any]:
+    """The error body for a route: the OpenAI envelope, or Anthropic's shape on the Messages routes."""
+    if speaks_anthropic(path):
+        return anthropic_error(envelope["error"]["message"], status_code)
+    return envelope

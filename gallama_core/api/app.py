@@ -15,11 +15,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gallama_core.api.state import AppState
 from gallama_core.models.registry import BackendRegistry
 from gallama_core.config import CORE_CONFIG_SECTIONS, load_plugin_config
-from gallama_core.errors import ConfigError, GallamaError, QueueFullError, error_envelope
+from gallama_core.errors import ConfigError, GallamaError, QueueFullError, error_body, error_envelope
 from gallama_core.models.manager import ModelManager
 from gallama_core.models.settings import ModelSettings
 from gallama_core.plugin_system.manager import get_plugin_manager
 from gallama_core.api.routes import core_router
+from gallama_core.api.anthropic_api.routes import anthropic_router
+from gallama_core.api.responses_api.routes import responses_router
 from gallama_core.api.openapi_bodies import add_body_schemas
 from gallama_core.api.observability import RequestLogMiddleware, Telemetry
 from gallama_core.api.security import DOCS_ASSETS, SurfaceConfig, SurfaceMiddleware, route_classifier
@@ -71,6 +73,11 @@ def _mount_plugin_routes(app: FastAPI, state: AppState, taken: set[tuple[str, st
             app.include_router(router)
 
 
+def _error(request: Request, envelope: dict, status_code: int, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(error_body(request.url.path, envelope, status_code), status_code=status_code,
+                        headers=headers)
+
+
 def create_app(state: AppState, models: list[ModelSettings] | None = None,
                surface: SurfaceConfig | None = None, log_prompts: bool = False) -> FastAPI:
     """The server app; ``models`` start loading when the app starts (``/health`` is 503 until ready).
@@ -94,28 +101,30 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None,
     @app.exception_handler(GallamaError)
     async def gallama_error(request: Request, exc: GallamaError):
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFullError) else None
-        return JSONResponse(exc.envelope(), status_code=exc.status_code, headers=headers)
+        return _error(request, exc.envelope(), exc.status_code, headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {"msg": "invalid request", "loc": ()}
         param = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        return JSONResponse(error_envelope(f"{param}: {first['msg']}", param=param or None), status_code=400)
+        return _error(request, error_envelope(f"{param}: {first['msg']}", param=param or None), 400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_envelope(f"{request.method} {request.url.path}: {exc.detail}", kind),
-                            status_code=exc.status_code)
+        return _error(request, error_envelope(f"{request.method} {request.url.path}: {exc.detail}", kind),
+                      exc.status_code)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         log.exception("unexpected error serving %s", request.url.path)
-        return JSONResponse(error_envelope(f"internal error: {type(exc).__name__}", "server_error"), status_code=500)
+        return _error(request, error_envelope(f"internal error: {type(exc).__name__}", "server_error"), 500)
 
     core = core_router(state)
     app.include_router(core)
-    _mount_plugin_routes(app, state, _route_keys(core))
+    app.include_router(anthropic_router(state))
+    app.include_router(responses_router(state))
+    _mount_plugin_routes(app, state, _route_keys(app.router))
     if surface is not None:
         app.add_middleware(SurfaceMiddleware, config=surface, classify=route_classifier(app),
                            draining=lambda: state.draining)

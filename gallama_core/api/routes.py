@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-from typing import Any
-
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
+from gallama_core.api.request_io import read_json, sse_event, sse_response, unless_disconnected
 from gallama_core.api.state import AppState
 from gallama_core.config import (check_requested_model, load_model_config, model_dirs,
                                  resolve_model_settings)
@@ -17,76 +14,17 @@ from gallama_core.api.openapi_bodies import documented_body
 from gallama_core.api.protocol import (AddModelRequest, ChatCompletionRequest, CompletionRequest, ModelCard, ModelList,
                                        RemoveModelRequest)
 from gallama_core.plugin_system.manager import model_catalog
-from gallama_core.pipeline.serving import Pipeline
-
-
-#: Deepest nesting of arrays and objects a request body may have (a JSON schema in a tool is ~10 deep).
-MAX_JSON_DEPTH = 64
-
-
-async def read_json(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequestError(f"the request body is not valid JSON: {exc}", code="invalid_json") from None
-    except RecursionError:
-        body = None
-    if body is None and raw.strip() != b"null" or json_depth(body) > MAX_JSON_DEPTH:
-        raise InvalidRequestError(f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} deep",
-                                  code="json_too_deep")
-    return body
-
-
-def json_depth(value: Any) -> int:
-    """How deep arrays and objects nest in ``value`` (no recursion: safe on any input)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            items = item.values()
-        elif isinstance(item, list):
-            items = item
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > MAX_JSON_DEPTH:
-            return deepest
-        stack.extend((child, depth + 1) for child in items)
-    return deepest
-
-
-async def _until_disconnected(request: Request) -> None:
-    while not await request.is_disconnected():
-        await asyncio.sleep(0.25)
+from gallama_core.pipeline.serving import Pipeline, sse_payload
 
 
 async def _respond(request: Request, endpoint: str, state: AppState) -> Response:
     body = await read_json(request)
-    pipeline = Pipeline(state)
-    # Until the answer starts (the prompt is still being processed, or waits for a slot), a client that goes
-    # away cancels the work: the engine stops the job and frees its slot.
-    work = asyncio.ensure_future(pipeline.run(endpoint, body))
-    watcher = asyncio.ensure_future(_until_disconnected(request))
-    done, _ = await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    if work not in done:
-        work.cancel()
-        await asyncio.gather(work, return_exceptions=True)
+    done, result = await unless_disconnected(request, Pipeline(state).run(endpoint, body))
+    if not done:
         return Response(status_code=499)
-    watcher.cancel()
-    result = work.result()
     if isinstance(body, dict) and body.get("stream"):
-        return StreamingResponse(_sse_bytes(result), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return sse_response(result, lambda item: sse_event(sse_payload(item)))
     return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
-
-
-async def _sse_bytes(stream):
-    try:
-        async for payload in stream:
-            yield f"data: {payload}\n\n".encode()
-    finally:
-        await stream.aclose()
 
 
 def core_router(state: AppState) -> APIRouter:

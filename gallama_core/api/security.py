@@ -21,7 +21,7 @@ In this order, for every HTTP request:
 
 While the server drains (SIGTERM, Ctrl+C), every request but ``/health`` gets a 503.
 
-Every refusal is an OpenAI error envelope.
+Every refusal is an OpenAI error envelope (Anthropic's error shape on the Messages routes).
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from starlette.routing import Match
+
+from gallama_core.errors import error_body
 
 #: Header limits: more, or larger, is a 431 before anything else runs.
 MAX_HEADERS = 128
@@ -100,9 +102,10 @@ def normalized_path(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-async def _reply(send, status: int, message: str, error_type: str, code: str | None = None,
+async def _reply(scope, send, status: int, message: str, error_type: str, code: str | None = None,
                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}).encode()
+    envelope = {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    body = json.dumps(error_body(scope.get("path", ""), envelope, status)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             *(headers or [])]})
@@ -127,46 +130,46 @@ class SurfaceMiddleware:
         config = self.config
         headers = scope.get("headers") or ()
         if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
-            return await _reply(send, 431, f"too many or too large headers (at most {MAX_HEADERS} headers, "
+            return await _reply(scope, send, 431, f"too many or too large headers (at most {MAX_HEADERS} headers, "
                                 f"{MAX_HEADER_BYTES // 1024} KiB in all)", "invalid_request_error",
                                 "headers_too_large", headers=[(b"connection", b"close")])
         if config.loopback and not self._host_allowed(scope):
-            return await _reply(send, 403, "the Host header does not name this server (requests to a loopback "
+            return await _reply(scope, send, 403, "the Host header does not name this server (requests to a loopback "
                                 "server must use localhost, 127.0.0.1 or [::1])", "permission_error", "bad_host")
         origin = _header(scope, b"origin")
         cors = origin is not None and origin in config.cors_origins
         if scope["method"] == "OPTIONS" and origin is not None and _header(scope, b"access-control-request-method"):
             if not cors:
-                return await _reply(send, 403, f"origin {origin} is not allowed (--cors-origin)", "permission_error",
+                return await _reply(scope, send, 403, f"origin {origin} is not allowed (--cors-origin)", "permission_error",
                                     "cors_origin_not_allowed")
             await send({"type": "http.response.start", "status": 204, "headers": self._cors_headers(origin, True)})
             return await send({"type": "http.response.body", "body": b""})
 
         kind = self.classify(scope)
         if self.draining() and normalized_path(scope["path"]) != "/health":
-            return await _reply(send, 503, "the server is shutting down", "service_unavailable", "shutting_down",
+            return await _reply(scope, send, 503, "the server is shutting down", "service_unavailable", "shutting_down",
                                 headers=[(b"connection", b"close")])
         key = presented_key(scope)
         if kind == "management":
             if config.admin_keys:
                 if key is None or not _matches(key, config.admin_keys):
-                    return await self._unauthorized(send, "this route needs the admin key")
+                    return await self._unauthorized(scope, send, "this route needs the admin key")
             elif config.keys_set or not config.loopback:
-                return await _reply(send, 403, "model management is disabled: start the server with --admin-key "
+                return await _reply(scope, send, 403, "model management is disabled: start the server with --admin-key "
                                     "(or listen on loopback without keys)", "permission_error", "management_disabled")
         elif kind == "inference" and config.keys_set:
             if key is None or not _matches(key, config.api_keys + config.admin_keys):
-                return await self._unauthorized(send, "a valid API key is required")
+                return await self._unauthorized(scope, send, "a valid API key is required")
 
         if scope["method"] in ("POST", "PUT", "PATCH"):
             content_type = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
             if content_type != "application/json" and not content_type.endswith("+json"):
-                return await _reply(send, 415, f"the request body must be sent as application/json (got "
+                return await _reply(scope, send, 415, f"the request body must be sent as application/json (got "
                                     f"{content_type or 'no content type'})", "invalid_request_error",
                                     "unsupported_media_type")
             length = _header(scope, b"content-length")
             if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-                return await self._too_large(send)
+                return await self._too_large(scope, send)
             receive = self._limited(receive)
 
         if cors:
@@ -190,7 +193,7 @@ class SurfaceMiddleware:
             await self.app(scope, receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._too_large(send)
+                await self._too_large(scope, send)
 
     def _host_allowed(self, scope) -> bool:
         host = _header(scope, b"host")
@@ -209,12 +212,12 @@ class SurfaceMiddleware:
                         (b"access-control-max-age", b"600")]
         return headers
 
-    async def _unauthorized(self, send, message: str) -> None:
-        await _reply(send, 401, message + " (Authorization: Bearer KEY, or x-api-key: KEY)", "authentication_error",
+    async def _unauthorized(self, scope, send, message: str) -> None:
+        await _reply(scope, send, 401, message + " (Authorization: Bearer KEY, or x-api-key: KEY)", "authentication_error",
                      "invalid_api_key", headers=[(b"www-authenticate", b"Bearer")])
 
-    async def _too_large(self, send) -> None:
-        await _reply(send, 413, f"the request body is larger than {self.config.max_body_bytes} bytes "
+    async def _too_large(self, scope, send) -> None:
+        await _reply(scope, send, 413, f"the request body is larger than {self.config.max_body_bytes} bytes "
                      "(--max-body-mb)", "invalid_request_error", "request_too_large")
 
     def _limited(self, receive) -> Callable[[], Awaitable[Any]]:

@@ -164,7 +164,9 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------------------- running
     async def run(self, endpoint: str, body: Any, usage_offset: Usage | None = None):
-        """A response model, or an async iterator of SSE payload strings when the request streams.
+        """A response model, or when the request streams an async iterator of stream items: chunk models
+        (``ChatCompletionChunk``, or ``CompletionResponse`` for legacy completions), an error envelope ``dict``
+        when the stream fails after it started, and the final ``"[DONE]"`` (see :func:`sse_payload`).
 
         Any error that can be known before generation starts (validation, model, constraints, prompt too
         long) is raised here, before the HTTP response begins. ``usage_offset`` is added to the reported usage
@@ -190,7 +192,8 @@ class Pipeline:
         note(ttft_s=time.perf_counter() - started)
         events = _prepend(first, merged)
         if request.stream:
-            return self._sse(ctx, instance, events, usage_offset or Usage())
+            release = _release_once(instance, events, merged)
+            return PipelineStream(self._sse(ctx, events, usage_offset or Usage(), release), release)
         try:
             return await self._collect(ctx, events, usage_offset or Usage())
         finally:
@@ -244,8 +247,8 @@ class Pipeline:
         return ChatCompletionResponse(id=ctx.request_id, created=now(), model=ctx.model_name, choices=choices,
                                       usage=usage)
 
-    async def _sse(self, ctx: RequestContext, instance: ModelInstance,
-                   events: AsyncIterator[tuple[int, StreamEvent]], offset: Usage) -> AsyncIterator[str]:
+    async def _sse(self, ctx: RequestContext, events: AsyncIterator[tuple[int, StreamEvent]], offset: Usage,
+                   release) -> AsyncIterator[Any]:
         include_usage = bool(ctx.request.stream_options and ctx.request.stream_options.include_usage)
         created, prompt_tokens, completion_tokens = now(), 0, 0
         chat = ctx.endpoint == "chat"
@@ -277,19 +280,52 @@ class Pipeline:
                 usage = _usage(prompt_tokens, completion_tokens, offset)
                 if chat:
                     yield ChatCompletionChunk(id=ctx.request_id, created=created, model=ctx.model_name, choices=[],
-                                              usage=usage).model_dump_json(exclude_none=True)
+                                              usage=usage)
                 else:
                     yield CompletionResponse(id=ctx.request_id, created=created, model=ctx.model_name, choices=[],
-                                             usage=usage).model_dump_json(exclude_none=True)
+                                             usage=usage)
             yield "[DONE]"
         except GallamaError as exc:  # after the stream started: report in-band, as OpenAI does, then end it
-            yield json.dumps(exc.envelope())
+            yield exc.envelope()
             yield "[DONE]"
         finally:
-            instance.active -= 1
             note(prompt_tokens=prompt_tokens + offset.prompt_tokens,
                  completion_tokens=completion_tokens + offset.completion_tokens)
-            await events.aclose()
+            await release()
+
+
+class PipelineStream:
+    """The items of a streamed answer. ``aclose()`` ends the generation and frees the model's slot even when
+    the stream was never iterated (a client that left before the response began)."""
+
+    def __init__(self, items: AsyncIterator[Any], release):
+        self._items, self._release = items, release
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        return await self._items.__anext__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._items.aclose()
+        finally:
+            await self._release()
+
+
+def _release_once(instance: ModelInstance, *streams: AsyncIterator):
+    released = False
+
+    async def release() -> None:
+        nonlocal released
+        if not released:
+            released = True
+            instance.active -= 1
+            for stream in streams:
+                await stream.aclose()
+
+    return release
 
 
 def _usage(prompt_tokens: int, completion_tokens: int, offset: Usage) -> Usage:
@@ -299,18 +335,27 @@ def _usage(prompt_tokens: int, completion_tokens: int, offset: Usage) -> Usage:
                  total_tokens=prompt_tokens + completion_tokens)
 
 
-def _chunk(ctx, created, index, delta: Delta, finish_reason=None, logprobs: list[dict] | None = None) -> str:
+def sse_payload(item: Any) -> str:
+    """The ``data:`` line of one stream item from :meth:`Pipeline.run`."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return json.dumps(item)
+    return item.model_dump_json(exclude_none=True)
+
+
+def _chunk(ctx, created, index, delta: Delta, finish_reason=None,
+           logprobs: list[dict] | None = None) -> ChatCompletionChunk:
     choice = ChunkChoice(index=index, delta=delta, finish_reason=finish_reason,
                          logprobs=ChoiceLogprobs(content=logprobs) if logprobs else None)
-    chunk = ChatCompletionChunk(id=ctx.request_id, created=created, model=ctx.model_name, choices=[choice])
-    return chunk.model_dump_json(exclude_none=True)
+    return ChatCompletionChunk(id=ctx.request_id, created=created, model=ctx.model_name, choices=[choice])
 
 
-def _text_chunk(ctx, created, index, text, finish_reason, logprobs: list[dict] | None = None) -> str:
+def _text_chunk(ctx, created, index, text, finish_reason, logprobs: list[dict] | None = None) -> dict:
     legacy = CompletionLogprobs.from_entries(logprobs).model_dump() if logprobs else None
-    return json.dumps({"id": ctx.request_id, "object": "text_completion", "created": created,
-                       "model": ctx.model_name, "choices": [{"index": index, "text": text, "logprobs": legacy,
-                                                             "finish_reason": finish_reason}]})
+    return {"id": ctx.request_id, "object": "text_completion", "created": created,
+            "model": ctx.model_name, "choices": [{"index": index, "text": text, "logprobs": legacy,
+                                                  "finish_reason": finish_reason}]}
 
 
 async def _chunks_to_events(ctx: RequestContext, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[StreamEvent]:
