@@ -177,3 +177,52 @@ class ToolCallParser:
                 deltas.append(self._args_delta(self.buffer[:end]))
             self.buffer = self.buffer[end + len(CALL_END):]
             self._in_args = False
+
+
+@dataclass
+class RepeatGuard:
+    """Drops a call that repeats an earlier call of the same answer (same name, same arguments) and says the
+    answer is complete there: a weak model under ``required`` otherwise fills every allowed call with copies
+    (or with a cycle of two calls), and an agent would run the same tool again and again.
+
+    The deltas of a call that could still become such a copy (same name as an earlier call, arguments so far a
+    prefix of that call's) are held back until it differs from all of them (then they are sent) or completes as
+    a copy (then it is dropped)."""
+
+    held: list[ToolCallDelta] = field(default_factory=list)
+    suspect: int | None = None  # index of the call whose deltas are held
+
+    @staticmethod
+    def _could_copy(calls: list[dict[str, str]], index: int) -> bool:
+        call = calls[index]
+        return any(c["name"] == call["name"] and c["arguments"].startswith(call["arguments"]) for c in calls[:index])
+
+    def filter(self, deltas: list[ToolCallDelta], parser: ToolCallParser) -> tuple[list[ToolCallDelta], bool]:
+        """The deltas to send, and whether the answer ended with a dropped copy."""
+        out: list[ToolCallDelta] = []
+        calls = parser.calls
+        for delta in deltas:
+            index = delta.index
+            if delta.id is not None and index > 0 and self._could_copy(calls, index):
+                self.suspect, self.held = index, []
+            if index != self.suspect:
+                out.append(delta)
+                continue
+            self.held.append(delta)
+            if not self._could_copy(calls, index):
+                out += self.held  # it differs: an ordinary call after all
+                self.suspect, self.held = None, []
+        if self.suspect is not None:
+            complete = self.suspect < len(calls) - 1 or not parser._in_args
+            call = calls[self.suspect]
+            if complete and any(c["name"] == call["name"] and c["arguments"] == call["arguments"]
+                                for c in calls[:self.suspect]):
+                del calls[self.suspect:]
+                self.held = []
+                return out, True
+        return out, False
+
+    def flush(self) -> list[ToolCallDelta]:
+        """At the end of the answer: a held call that was cut before it completed is sent as it is."""
+        held, self.held, self.suspect = self.held, [], None
+        return held

@@ -152,3 +152,58 @@ async def test_a_named_tool_choice_is_one_call_even_with_parallel_calls(client):
     await client.post("/v1/chat/completions", json=body)
     grammar = [i.backend for i in client.state.models.instances if i.name == "echo-a"][0].requests[-1].grammar
     assert '("\\n" call' in grammar  # required may call several tools
+
+
+def _guarded(text: str, piece: int = 3):
+    """Feed ``text`` in pieces through the parser and the repeat guard: (calls sent, whether it was cut)."""
+    from gallama_core.pipeline.tool_calls import RepeatGuard, ToolCallParser
+
+    parser, guard, sent = ToolCallParser(), RepeatGuard(), {}
+    for start in range(0, len(text), piece):
+        _, deltas = parser.feed(text[start:start + piece])
+        deltas, repeated = guard.filter(deltas, parser)
+        for d in deltas:
+            call = sent.setdefault(d.index, {"name": "", "arguments": ""})
+            call["name"] += d.function.name or ""
+            call["arguments"] += d.function.arguments or ""
+        if repeated:
+            return [sent[i] for i in sorted(sent)], True
+    _, more = parser.finish()
+    more, _ = guard.filter(more, parser)
+    for d in more + guard.flush():
+        sent.setdefault(d.index, {"name": "", "arguments": ""})["arguments"] += d.function.arguments or ""
+    return [sent[i] for i in sorted(sent)], False
+
+
+def _call(name, args):
+    import json as _json
+
+    return f'<tool_call>\n{{"name": "{name}", "arguments": {_json.dumps(args)}}}\n</tool_call>'
+
+
+def test_a_repeated_call_is_dropped_and_ends_the_answer():
+    same = _call("weather", {"city": "Paris"})
+    calls, cut = _guarded("\n".join([same, same, same]))
+    assert cut and calls == [{"name": "weather", "arguments": '{"city": "Paris"}'}]
+
+
+def test_a_cycle_of_calls_ends_at_the_first_copy():
+    a, b = _call("weather", {"city": "Paris", "unit": "c"}), _call("weather", {"city": "Paris", "unit": "f"})
+    calls, cut = _guarded("\n".join([a, b, a, b]))
+    assert cut and [c["arguments"] for c in calls] == ['{"city": "Paris", "unit": "c"}', '{"city": "Paris", "unit": "f"}']
+
+
+def test_calls_that_differ_are_all_sent():
+    text = "\n".join([_call("weather", {"city": "Paris"}), _call("weather", {"city": "Pa"}),
+                      _call("time", {"city": "Paris"}), _call("weather", {"city": "Rome"})])
+    calls, cut = _guarded(text, piece=1)
+    assert not cut
+    assert [(c["name"], c["arguments"]) for c in calls] == [
+        ("weather", '{"city": "Paris"}'), ("weather", '{"city": "Pa"}'), ("time", '{"city": "Paris"}'),
+        ("weather", '{"city": "Rome"}')]
+
+
+def test_a_copy_cut_by_max_tokens_is_sent_as_generated():
+    same = _call("weather", {"city": "Paris"})
+    calls, cut = _guarded(same + "\n" + same[:-25])
+    assert not cut and len(calls) == 2 and calls[1]["arguments"] == calls[0]["arguments"][:len(calls[1]["arguments"])]

@@ -214,3 +214,29 @@ def test_bad_constraints_are_400(client, kwargs, param):
         assert info.value.body["param"] == param
     ok = client.chat.completions.create(model="smol", messages=[{"role": "user", "content": "x"}], max_tokens=2)
     assert ok.choices[0].message.content is not None
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_no_call_is_repeated(async_client, stream):
+    """SmolLM2 under `required` with parallel calls allowed fills the 5 allowed calls with copies of its call
+    (or a celsius/fahrenheit cycle); the copies are dropped, the answer ends before the first, and usage still
+    counts the prompt and the generated tokens."""
+    city = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                             "parameters": {"type": "object", "required": ["city"], "properties": {
+                                                 "city": {"type": "string", "maxLength": 30}}}}}
+    for seed, (tool, prompt) in enumerate([(city, "Weather in Paris?"), (city, "Is it cold in Oslo?"),
+                                           (WEATHER, "What's the weather like in Paris?"),
+                                           (WEATHER, "Weather in Tokyo, please.")]):
+        kwargs = dict(model="smol", messages=[{"role": "user", "content": prompt}], tools=[tool],
+                      tool_choice="required", temperature=0, seed=seed, max_tokens=600)
+        if stream:
+            calls, finish = await _streamed_calls(await async_client.chat.completions.create(
+                stream=True, stream_options={"include_usage": True}, **kwargs))
+            pairs = [(c["name"], c["arguments"]) for c in calls]
+        else:
+            answer = await async_client.chat.completions.create(**kwargs)
+            finish = answer.choices[0].finish_reason
+            pairs = [(c.function.name, c.function.arguments) for c in answer.choices[0].message.tool_calls]
+            assert answer.usage.prompt_tokens > 50 and answer.usage.completion_tokens > 5
+        assert finish == "tool_calls" and pairs
+        assert len(set(pairs)) == len(pairs) < 5, pairs

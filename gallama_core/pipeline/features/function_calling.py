@@ -17,7 +17,7 @@ from gallama_core.models.backend import GenerationRequest, SamplingParams
 from gallama_core.pipeline.constraints import ChoiceConstraint, compile_constraints, GrammarConstraint, check_json_schema, close_objects, grammar_problem, json_lark
 from gallama_core.errors import InvalidRequestError
 from gallama_core.pipeline.prompting import render_chat_prompt
-from gallama_core.pipeline.tool_calls import ToolCallParser, call_grammar, render_tool_call, tool_prompt
+from gallama_core.pipeline.tool_calls import RepeatGuard, ToolCallParser, call_grammar, render_tool_call, tool_prompt
 
 STATE_KEY = "function_calling"
 
@@ -160,16 +160,29 @@ def gallama_postprocess_stream(ctx):
         return None
 
     async def parse_tool_calls(events):
-        parser = ToolCallParser()
-        async for event in events:
-            content, deltas = parser.feed(event.content)
-            if event.finish_reason:
-                more_content, more = parser.finish()
-                content, deltas = content + more_content, deltas + more
-                if parser.calls and event.finish_reason == "stop":
+        parser, guard = ToolCallParser(), RepeatGuard()
+        pieces = 0  # backend chunks with text: the completion's tokens, if the answer is cut short here
+        try:
+            async for event in events:
+                pieces += bool(event.content)
+                content, deltas = parser.feed(event.content)
+                deltas, repeated = guard.filter(deltas, parser)
+                if repeated:  # a copy of the previous call: the answer ends before it
+                    event.content, event.tool_calls = content, deltas or None
                     event.finish_reason = "tool_calls"
-            event.content = content
-            event.tool_calls = deltas or None
-            yield event
+                    event.completion_tokens = event.completion_tokens or pieces
+                    yield event
+                    return
+                if event.finish_reason:
+                    more_content, more = parser.finish()
+                    more, _ = guard.filter(more, parser)
+                    content, deltas = content + more_content, deltas + more + guard.flush()
+                    if parser.calls and event.finish_reason == "stop":
+                        event.finish_reason = "tool_calls"
+                event.content = content
+                event.tool_calls = deltas or None
+                yield event
+        finally:
+            await events.aclose()  # also ends the generation when the answer was cut short
 
     return parse_tool_calls

@@ -232,6 +232,7 @@ class LlamaCppBackend(Backend):
 
         future = loop.run_in_executor(self._pool, run)
         finished = False
+        prompt_tokens = None  # from the prompt-progress reports: known before the first token
         try:
             while True:
                 item = await queue.get()
@@ -243,6 +244,9 @@ class LlamaCppBackend(Backend):
                     raise _engine_error(item["error"])
                 choices = item.get("choices") or []
                 usage = item.get("usage")
+                progress = item.get("prompt_progress")
+                if isinstance(progress, dict) and prompt_tokens is None:
+                    prompt_tokens = progress.get("total")
                 if choices:
                     choice = choices[0]
                     finish = choice.get("finish_reason")
@@ -252,7 +256,7 @@ class LlamaCppBackend(Backend):
                     logprobs = _logprobs(choice, request.logprobs)
                     if text or finish or logprobs:
                         yield GenerationChunk(text=text, finish_reason=_finish(finish) if finish else None,
-                                              prompt_tokens=usage.get("prompt_tokens") if usage else None,
+                                              prompt_tokens=usage.get("prompt_tokens") if usage else prompt_tokens,
                                               completion_tokens=usage.get("completion_tokens") if usage else None,
                                               logprobs=logprobs)
                 elif usage and finished:
