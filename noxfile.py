@@ -1,6 +1,7 @@
 """Test sessions: one per distribution (each in its own venv with only the core and that plugin), an
 end-to-end session that serves SmolLM2 with ``gallama run`` and drives it with the official openai client (with the
-security and robustness tests), and ``fuzz`` (schemathesis against the served OpenAPI schema).
+security and robustness tests), ``clients`` (agent frameworks and client libraries against a running server) and
+``fuzz`` (schemathesis against the served OpenAPI schema).
 
     python -m nox                 # everything CI runs
     python -m nox -s core         # the core alone
@@ -70,6 +71,17 @@ def e2e(session: nox.Session) -> None:
     _install(session, "gallama_llamacpp")
     session.install(*_find_links(), "anthropic>=0.60", "openai-agents>=0.3")
     _pytest(session, "tests/e2e", "tests/security", "tests/robustness")
+
+
+@nox.session
+def clients(session: nox.Session) -> None:
+    """Client compatibility: langchain-openai, openai-agents, pydantic-ai, instructor and litellm drive gallama run
+    (SmolLM2) through their ordinary APIs: invoke, stream, tool calls and round trips, structured output, errors."""
+    _install(session, "gallama_llamacpp")
+    session.install(*_find_links(), "langchain-openai>=0.3", "openai-agents>=0.3", "pydantic-ai-slim[openai]>=1.0",
+                    "instructor>=1.7", "litellm>=1.60", "jsonschema>=4")
+    session.env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    _pytest(session, "tests/clients")
 
 
 @nox.session
