@@ -67,10 +67,11 @@ def core(session: nox.Session) -> None:
 @nox.session
 def e2e(session: nox.Session) -> None:
     """gallama run on SmolLM2 (llama.cpp) driven by the official openai and anthropic clients and the
-    openai-agents SDK; keys, closed surface, admission and drain through real HTTP."""
+    openai-agents SDK; keys, closed surface, admission and drain through real HTTP; gallama download against a
+    hub on loopback."""
     _install(session, "gallama_llamacpp")
     session.install(*_find_links(), "anthropic>=0.60", "openai-agents>=0.3")
-    _pytest(session, "tests/e2e", "tests/security", "tests/robustness")
+    _pytest(session, "tests/e2e", "tests/security", "tests/robustness", "tests/downloads")
 
 
 @nox.session

@@ -156,19 +156,87 @@ def list_available():
     Console().print(table)
 
 
+@list_app.command("downloaded")
+def list_downloaded():
+    """Models fetched with `gallama download`: name, backend, quantization, size on disk, path."""
+    from gallama_core.models.downloader import downloaded_models, human_size
+
+    table = Table(title="Downloaded models")
+    for column in ("model", "backend", "quant", "size", "path"):
+        table.add_column(column)
+    for record in downloaded_models():
+        table.add_row(record["name"], record.get("backend") or "?", record.get("quant") or "-",
+                      human_size(record["bytes"]), record["path"])
+    Console().print(table)
+
+
 @app.command()
 def download(
-    model: str = typer.Argument(..., help="NAME:QUANT, e.g. qwen-2.5-7B:4.0 (see `gallama list available`)."),
-    backend: str = typer.Option("exllama", help="Which backend's files to fetch (exllama, llama_cpp, ...)."),
+    model: Optional[str] = typer.Argument(None, help="NAME:QUANT from the catalog, e.g. qwen-2.5-7B:4.0 (see "
+                                                     "`gallama list available`); the first quantization without :QUANT."),
+    backend: Optional[str] = typer.Option(None, help="Which backend's files to fetch (exllama, exllamav3, llama_cpp, "
+                                                     "embedding). Default: an installed backend that has the model "
+                                                     "(exllama first)."),
+    repo: Optional[str] = typer.Option(None, help="Any hub repository instead of a catalog model: OWNER/NAME."),
+    revision: Optional[str] = typer.Option(None, help="With --repo: the branch, tag or commit (e.g. 4.0bpw)."),
+    include: List[str] = typer.Option([], help="With --repo: fetch only files matching this glob (repeatable), "
+                                               "e.g. --include '*Q4_K_M.gguf'."),
+    name: Optional[str] = typer.Option(None, help="With --repo: the name to serve it under (default: the repo name)."),
 ):
-    """Download a catalog model from the Hugging Face hub and add it to model_config.yaml."""
-    from gallama_core.models.downloader import download_catalog_model
+    """Download a model from the Hugging Face hub and add it to model_config.yaml, so that `gallama run NAME`
+    works right after. Progress per file; Ctrl+C and the same command resumes; HF_TOKEN, HF_ENDPOINT and
+    HF_HUB_OFFLINE are honoured. Downloading a model again is a no-op."""
+    from gallama_core.models import downloader
 
     try:
-        path = download_catalog_model(model, backend, _catalog(), console)
+        if (model is None) == (repo is None):
+            raise ConfigError("give a catalog model (NAME:QUANT) or --repo OWNER/NAME")
+        if repo is None and (revision or include or name):
+            raise ConfigError("--revision, --include and --name go with --repo")
+        registry = _registry()
+        if repo is not None:
+            plan = downloader.plan_repo_download(repo, revision, include, name, backend)
+        else:
+            plan = downloader.plan_catalog_download(model, backend, _catalog(), installed=list(registry.specs))
+        path, fetched = downloader.download(plan, console, detect_backend=registry.detect)
     except ConfigError as exc:
         _fail(str(exc))
-    console.print(f"Downloaded to {path}. Serve it with: gallama run {model.split(':')[0]}")
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted:[/] run the same command to resume")
+        raise typer.Exit(130)
+    if not fetched:
+        console.print(f"{plan.name} is already downloaded ({path}): nothing to do.")
+    else:
+        console.print(f"Downloaded to {path}.")
+    console.print(f"Serve it with: gallama run {plan.name}")
+
+
+@app.command()
+def remove(
+    model: str = typer.Argument(..., help="The name of a downloaded model (see `gallama list downloaded`)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+):
+    """Delete a downloaded model's files and its model_config.yaml entry."""
+    from gallama_core.models.downloader import downloaded_models, human_size, remove_downloaded
+
+    records = [r for r in downloaded_models() if r["name"].lower() == model.lower()]
+    if records and not yes:
+        size = human_size(sum(r["bytes"] for r in records))
+        folders = ", ".join(r["folder"] for r in records)
+        if not typer.confirm(f"Delete {model} ({size}: {folders})?"):
+            raise typer.Exit(1)
+    try:
+        removed = remove_downloaded(model)
+    except ConfigError as exc:
+        _fail(str(exc))
+    console.print(f"Removed {model}: {human_size(sum(r['bytes'] for r in removed))} freed.")
+
+
+def _registry():
+    from gallama_core.models.registry import BackendRegistry
+    from gallama_core.plugin_system.manager import get_plugin_manager
+
+    return BackendRegistry(get_plugin_manager())
 
 
 def main() -> None:

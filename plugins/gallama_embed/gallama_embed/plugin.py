@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gallama_core import hookimpl
-from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry
+from gallama_core.models.catalog import packaged_catalog
+from gallama_core.plugin_system.registrations import BackendSpec
 
 from .settings import EmbeddingSettings
 
@@ -39,11 +40,6 @@ def gallama_routes(app_state):
 
 @hookimpl
 def gallama_model_catalog():
-    return [
-        CatalogEntry("multilingual-e5-large-instruct", "embedding", {"16.0": "intfloat/multilingual-e5-large-instruct"},
-                     kind="embedding"),
-        CatalogEntry("gte-large-en-v1.5", "embedding", {"16.0": "Alibaba-NLP/gte-large-en-v1.5"}, kind="embedding"),
-        CatalogEntry("all-MiniLM-L6-v2", "embedding", {"16.0": "sentence-transformers/all-MiniLM-L6-v2"},
-                     kind="embedding"),
-        CatalogEntry("bge-reranker-base", "embedding", {"16.0": "BAAI/bge-reranker-base"}, kind="embedding"),
-    ]
+    """The models `gallama download` can fetch for this backend: data in ``catalog.yaml`` next to this module."""
+    return packaged_catalog(__package__, "embedding")
+

@@ -4,7 +4,8 @@ loads, so the plugin installs and lists on machines without CUDA)."""
 from __future__ import annotations
 
 from gallama_core import hookimpl
-from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry
+from gallama_core.models.catalog import packaged_catalog
+from gallama_core.plugin_system.registrations import BackendSpec
 
 from .settings import ExLlamaSettings
 
@@ -31,12 +32,6 @@ def gallama_backends():
 
 @hookimpl
 def gallama_model_catalog():
-    def exl2(repo: str, quants: dict[str, str]) -> dict[str, str]:
-        return {q: f"{repo}@{branch}" for q, branch in quants.items()}
+    """The models `gallama download` can fetch for this backend: data in ``catalog.yaml`` next to this module."""
+    return packaged_catalog(__package__, "exllama")
 
-    bpw = {"3.0": "3.0bpw", "4.0": "4.0bpw", "5.0": "5.0bpw", "6.0": "6.0bpw", "8.0": "8.0bpw"}
-    return [
-        CatalogEntry("qwen-2.5-7B", "exllama", exl2("turboderp/Qwen2.5-7B-Instruct-exl2", bpw)),
-        CatalogEntry("llama-3.1-8B", "exllama", exl2("turboderp/Llama-3.1-8B-Instruct-exl2", bpw)),
-        CatalogEntry("mistral", "exllama", exl2("turboderp/Mistral-7B-instruct-v0.3-exl2", bpw)),
-    ]

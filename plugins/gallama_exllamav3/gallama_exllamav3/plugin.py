@@ -4,7 +4,8 @@ loads, so the plugin installs and lists on machines without CUDA)."""
 from __future__ import annotations
 
 from gallama_core import hookimpl
-from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry
+from gallama_core.models.catalog import packaged_catalog
+from gallama_core.plugin_system.registrations import BackendSpec
 
 from .settings import ExLlamaV3Settings
 
@@ -31,12 +32,6 @@ def gallama_backends():
 
 @hookimpl
 def gallama_model_catalog():
-    def exl3(repo: str, quants: dict[str, str]) -> dict[str, str]:
-        return {q: f"{repo}@{branch}" for q, branch in quants.items()}
+    """The models `gallama download` can fetch for this backend: data in ``catalog.yaml`` next to this module."""
+    return packaged_catalog(__package__, "exllamav3")
 
-    bpw = {"3.0": "3.0bpw", "4.0": "4.0bpw", "5.0": "5.0bpw", "6.0": "6.0bpw", "8.0": "8.0bpw"}
-    return [
-        CatalogEntry("qwen-2.5-7B", "exllamav3", exl3("turboderp/Qwen2.5-7B-Instruct-exl3", bpw)),
-        CatalogEntry("llama-3.1-8B", "exllamav3", exl3("turboderp/Llama-3.1-8B-Instruct-exl3", bpw)),
-        CatalogEntry("mistral", "exllamav3", exl3("turboderp/Mistral-7B-instruct-v0.3-exl3", bpw)),
-    ]

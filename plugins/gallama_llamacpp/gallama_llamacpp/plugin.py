@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from gallama_core import hookimpl
-from gallama_core.plugin_system.registrations import BackendSpec, CatalogEntry
+from gallama_core.models.catalog import packaged_catalog
+from gallama_core.plugin_system.registrations import BackendSpec
 
 from .settings import LlamaCppSettings
 
@@ -27,17 +28,6 @@ def gallama_backends():
 
 @hookimpl
 def gallama_model_catalog():
-    def gguf(repo: str, pattern: str, quants: dict[str, str]) -> dict[str, str]:
-        return {q: f"{repo}#{pattern.format(quant=name)}" for q, name in quants.items()}
+    """The models `gallama download` can fetch for this backend: data in ``catalog.yaml`` next to this module."""
+    return packaged_catalog(__package__, "llama_cpp")
 
-    qwen7 = {"3.0": "q3_k_m", "4.0": "q4_k_m", "5.0": "q5_k_m", "6.0": "q6_k", "8.0": "q8_0"}
-    return [
-        CatalogEntry("SmolLM2-135M-Instruct", "llama_cpp",
-                     {"4.0": "bartowski/SmolLM2-135M-Instruct-GGUF#SmolLM2-135M-Instruct-Q4_K_M.gguf",
-                      "8.0": "bartowski/SmolLM2-135M-Instruct-GGUF#SmolLM2-135M-Instruct-Q8_0.gguf"}),
-        CatalogEntry("qwen-2.5-7B", "llama_cpp",
-                     gguf("Qwen/Qwen2.5-7B-Instruct-GGUF", "qwen2.5-7b-instruct-{quant}.gguf", qwen7)),
-        CatalogEntry("llama-3.1-8B", "llama_cpp",
-                     {"4.0": "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF#Meta-Llama-3.1-8B-Instruct-Q4_K_M.gguf",
-                      "8.0": "bartowski/Meta-Llama-3.1-8B-Instruct-GGUF#Meta-Llama-3.1-8B-Instruct-Q8_0.gguf"}),
-    ]
