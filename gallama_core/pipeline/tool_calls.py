@@ -148,6 +148,17 @@ class ToolCallParser:
             self.buffer = ""
         return "", deltas
 
+    def complete_cut_call(self, schemas: dict[str, dict]) -> list[ToolCallDelta]:
+        """After :meth:`finish` on an answer that ``max_tokens`` cut: the text that ends the last call's
+        arguments as JSON valid for its tool's schema (see :mod:`gallama_core.pipeline.json_completion`)."""
+        from gallama_core.pipeline.json_completion import completion
+
+        if self.mode != "calls" or not self.calls:
+            return []
+        call = self.calls[-1]
+        tail = completion(call["arguments"], schemas.get(call["name"]))
+        return [self._args_delta(tail)] if tail else []
+
     def _args_delta(self, fragment: str) -> ToolCallDelta:
         self.calls[-1]["arguments"] += fragment
         return ToolCallDelta(index=len(self.calls) - 1, function=ToolCallFunctionDelta(arguments=fragment))

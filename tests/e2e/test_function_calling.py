@@ -240,3 +240,43 @@ async def test_no_call_is_repeated(async_client, stream):
             assert answer.usage.prompt_tokens > 50 and answer.usage.completion_tokens > 5
         assert finish == "tool_calls" and pairs
         assert len(set(pairs)) == len(pairs) < 5, pairs
+
+
+UNBOUNDED = {"type": "function", "function": {
+    "name": "write_report", "description": "Write a detailed report about a topic",
+    "parameters": {"type": "object", "properties": {
+        "title": {"type": "string"}, "body": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "meta": {"type": "object", "properties": {"author": {"type": "string"}, "pages": {"type": "integer"}},
+                 "required": ["author", "pages"]}},
+        "required": ["title", "body", "tags", "meta"]}}}
+
+
+@pytest.mark.parametrize("max_tokens", [64, 128, 200])
+async def test_cut_calls_and_json_still_validate(async_client, max_tokens):
+    """Strings without maxLength, a budget that ends inside them: every call and every JSON answer still
+    validates (the server ends what max_tokens cut), streamed and not; finish_reason stays honest."""
+    schema = UNBOUNDED["function"]["parameters"]
+    prompts = ["Write a long report about the history of Rome.", "A detailed report about cats, with many tags."]
+    for seed, prompt in enumerate(prompts):
+        choice = "required" if seed == 0 else {"type": "function", "function": {"name": "write_report"}}
+        kwargs = dict(model="smol", messages=[{"role": "user", "content": prompt}], tools=[UNBOUNDED],
+                      tool_choice=choice, max_tokens=max_tokens, temperature=0.8, seed=seed,
+                      parallel_tool_calls=False)
+        answer = await async_client.chat.completions.create(**kwargs)
+        calls = answer.choices[0].message.tool_calls
+        assert calls and answer.choices[0].finish_reason in ("length", "tool_calls")
+        jsonschema.validate(json.loads(calls[0].function.arguments), schema)
+        streamed, finish = await _streamed_calls(await async_client.chat.completions.create(stream=True, **kwargs))
+        assert streamed and finish in ("length", "tool_calls")
+        jsonschema.validate(json.loads(streamed[0]["arguments"]), schema)
+        fmt = {"type": "json_schema", "json_schema": {"name": "report", "schema": schema}}
+        answer = await async_client.chat.completions.create(
+            model="smol", messages=[{"role": "user", "content": prompt}], response_format=fmt,
+            max_tokens=max_tokens, temperature=0.8, seed=seed)
+        jsonschema.validate(json.loads(answer.choices[0].message.content), schema)
+        chunks = await async_client.chat.completions.create(
+            model="smol", messages=[{"role": "user", "content": prompt}], response_format=fmt,
+            max_tokens=max_tokens, temperature=0.8, seed=seed, stream=True)
+        text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+        jsonschema.validate(json.loads(text), schema)

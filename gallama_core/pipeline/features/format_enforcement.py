@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 from gallama_core import hookimpl
-from gallama_core.pipeline.constraints import JsonSchemaConstraint, RegexConstraint
+from gallama_core.pipeline.constraints import JsonSchemaConstraint, RegexConstraint, close_objects
+from gallama_core.pipeline.json_completion import completion
+
+STATE_KEY_TOOLS = "function_calling"  # a tool-call answer is finished by function calling instead
 
 
 @hookimpl
@@ -14,6 +17,40 @@ def gallama_preprocess_request(ctx):
     request = ctx.request
     if request.leading_prompt:
         ctx.assistant_prefix += request.leading_prompt
+
+
+def _json_schema(request) -> dict | None:
+    response_format = getattr(request, "response_format", None)
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_object":
+        return {"type": "object"}
+    schema = response_format.json_schema.schema_
+    return close_objects(schema) if isinstance(schema, dict) else {}
+
+
+@hookimpl
+def gallama_postprocess_stream(ctx):
+    """A JSON answer (``response_format``) that ``max_tokens`` cut is ended validly for its schema: the text that
+    closes it is appended to the last event (``finish_reason`` stays ``length``)."""
+    schema = _json_schema(ctx.request)
+    if schema is None or ctx.assistant_prefix or STATE_KEY_TOOLS in ctx.state:
+        return None
+
+    async def finish_cut_json(events):
+        text = []
+        try:
+            async for event in events:
+                text.append(event.content)
+                if event.finish_reason == "length":
+                    tail = completion("".join(text), schema)
+                    if tail:
+                        event.content += tail
+                yield event
+        finally:
+            await events.aclose()
+
+    return finish_cut_json
 
 
 @hookimpl

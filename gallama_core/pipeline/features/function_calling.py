@@ -105,7 +105,8 @@ def gallama_preprocess_request(ctx):
     ctx.system_prompt_additions.append(tool_prompt(specs, mode, name))
     ctx.constraints.append(GrammarConstraint(param="tools", lark=call_grammar(chosen, parallel,
                                                                               allow_text=(mode == "auto"))))
-    state = {"mode": mode}
+    # what a call that max_tokens cuts is completed against (json_completion): the schema the grammar enforced
+    state = {"mode": mode, "schemas": {spec["name"]: close_objects(spec["parameters"]) for spec in chosen}}
     if mode == "auto":
         state["required_grammar"] = call_grammar(chosen, parallel, allow_text=False)
     ctx.state[STATE_KEY] = state
@@ -175,6 +176,8 @@ def gallama_postprocess_stream(ctx):
                     return
                 if event.finish_reason:
                     more_content, more = parser.finish()
+                    if event.finish_reason == "length":  # cut inside a call: end its arguments validly
+                        more += parser.complete_cut_call(ctx.state[STATE_KEY]["schemas"])
                     more, _ = guard.filter(more, parser)
                     content, deltas = content + more_content, deltas + more + guard.flush()
                     if parser.calls and event.finish_reason == "stop":
