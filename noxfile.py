@@ -1,7 +1,7 @@
 """Test sessions: one per distribution (each in its own venv with only the core and that plugin), an
 end-to-end session that serves SmolLM2 with ``gallama run`` and drives it with the official openai client (with the
-security and robustness tests), ``clients`` (agent frameworks and client libraries against a running server) and
-``fuzz`` (schemathesis against the served OpenAPI schema).
+security and robustness tests), ``clients`` (agent frameworks and client libraries against a running server),
+``examples`` (the notebook and the streamlit app) and ``fuzz`` (schemathesis against the served OpenAPI schema).
 
     python -m nox                 # everything CI runs
     python -m nox -s core         # the core alone
@@ -83,6 +83,16 @@ def clients(session: nox.Session) -> None:
                     "instructor>=1.7", "litellm>=1.60", "jsonschema>=4")
     session.env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     _pytest(session, "tests/clients")
+
+
+@nox.session
+def examples(session: nox.Session) -> None:
+    """examples/: the notebook executed headless (nbclient) and the streamlit chatbot (AppTest) against gallama run,
+    with the thinking and artifact plugins installed so that their sections run too."""
+    _install(session, "gallama_llamacpp", "gallama_thinking", "gallama_artifact")
+    session.install(*_find_links(), "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6", "streamlit>=1.40",
+                    "anthropic>=0.60")
+    _pytest(session, "tests/examples")
 
 
 @nox.session
