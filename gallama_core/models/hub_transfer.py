@@ -1,8 +1,8 @@
 """Resumable downloads from the Hugging Face hub, with rich progress per file.
 
 huggingface_hub does everything but the transfer: the endpoint (``HF_ENDPOINT``), the token (``HF_TOKEN``),
-offline mode (``HF_HUB_OFFLINE``), resolving a revision to its commit, listing a repository's files, retries and
-redirects. The transfer is ours because huggingface_hub (1.x) restarts from zero a file that an interrupted
+offline mode (``HF_HUB_OFFLINE``), resolving a revision to its commit, listing a repository's files, its HTTP
+session. The transfer is ours because huggingface_hub (1.x) restarts from zero a file that an interrupted
 process left half done; here the bytes already on disk (``FILE.part``, next to the destination) are kept and the
 rest is asked for with an HTTP range, so Ctrl+C and the same command continues where it stopped.
 """
@@ -10,6 +10,7 @@ rest is asked for with an HTTP range, so Ctrl+C and the same command continues w
 from __future__ import annotations
 
 import fnmatch
+from contextlib import contextmanager
 from pathlib import Path
 
 from gallama_core.errors import ConfigError
@@ -18,18 +19,34 @@ CHUNK = 1 << 16
 
 
 def _hub():
-    try:
-        from huggingface_hub import HfApi, constants, hf_hub_url
-        from huggingface_hub.utils import build_hf_headers, http_stream_backoff
-    except ImportError as exc:  # huggingface_hub < 1.0
-        raise ConfigError(f"gallama download needs huggingface_hub >= 1.0 ({exc})") from None
-    return HfApi, constants, hf_hub_url, build_hf_headers, http_stream_backoff
+    from huggingface_hub import HfApi, constants, hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+
+    return HfApi, constants, hf_hub_url, build_hf_headers
+
+
+@contextmanager
+def _get(url: str, headers: dict[str, str]):
+    """A streamed GET through huggingface_hub's own session (httpx from 1.0, requests before: both work, as
+    plugins such as gallama-embed still pin huggingface_hub < 1.0); yields (status, iterator of byte chunks)."""
+    from huggingface_hub.utils import get_session
+
+    session = get_session()
+    if callable(getattr(session, "stream", None)):  # httpx (a requests session has a boolean .stream)
+        with session.stream("GET", url, headers=headers, follow_redirects=True, timeout=60) as response:
+            yield response.status_code, response.iter_bytes(CHUNK)
+    else:  # requests
+        response = session.get(url, headers=headers, stream=True, allow_redirects=True, timeout=60)
+        try:
+            yield response.status_code, response.iter_content(CHUNK)
+        finally:
+            response.close()
 
 
 def resolve(repo: str, revision: str | None, file: str | None, include: list[str]) -> tuple[str, list[tuple[str, int | None]]]:
     """The commit of ``revision`` and the files to fetch with their sizes: ``file`` alone, or every file of
     the revision that matches ``include`` (all files without it)."""
-    HfApi, constants, _, _, _ = _hub()
+    HfApi, constants, _, _ = _hub()
     if constants.HF_HUB_OFFLINE:
         raise ConfigError("HF_HUB_OFFLINE is set: downloads are off")
     api = HfApi()
@@ -69,7 +86,7 @@ def fetch(repo: str, commit: str, files: list[tuple[str, int | None]], target: P
 
 
 def _fetch_one(repo: str, commit: str, path: str, size: int | None, destination: Path, advance, set_done) -> None:
-    _, _, hf_hub_url, build_hf_headers, http_stream_backoff = _hub()
+    _, _, hf_hub_url, build_hf_headers = _hub()
     if destination.exists() and (size is None or destination.stat().st_size == size):
         set_done(destination.stat().st_size)
         return
@@ -83,18 +100,15 @@ def _fetch_one(repo: str, commit: str, path: str, size: int | None, destination:
     if have and (size is None or have < size):
         headers["Range"] = f"bytes={have}-"
     if size is None or have < size:
-        with http_stream_backoff("GET", hf_hub_url(repo, path, revision=commit), headers=headers,
-                                 follow_redirects=True, timeout=60) as response:
-            if response.status_code == 416:  # nothing left to send: the part is the whole file
-                pass
-            else:
-                if response.status_code >= 400:
-                    raise ConfigError(f"{repo}/{path}: HTTP {response.status_code}")
-                if have and response.status_code != 206:  # the server ignored the range: start over
+        with _get(hf_hub_url(repo, path, revision=commit), headers) as (status, chunks):
+            if status != 416:  # 416: nothing left to send, the part is the whole file
+                if status >= 400:
+                    raise ConfigError(f"{repo}/{path}: HTTP {status}")
+                if have and status != 206:  # the server ignored the range: start over
                     have = 0
                 set_done(have)
                 with open(part, "ab" if have else "wb") as out:
-                    for chunk in response.iter_bytes(CHUNK):
+                    for chunk in chunks:
                         out.write(chunk)
                         out.flush()
                         advance(len(chunk))

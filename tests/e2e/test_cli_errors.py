@@ -21,7 +21,8 @@ def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["mistral"], "unknown model 'mistral'"),
+    (["mistral-9000"], "unknown model 'mistral-9000'"),
+    (["mistral"], "gallama download mistral:"),  # in the llama_cpp catalog, not downloaded
     (["-id", "model_id=no-such-model"], "unknown model 'no-such-model'"),
     (["llama-3.1-8B"], "gallama download llama-3.1-8B:"),
 ])
