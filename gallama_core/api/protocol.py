@@ -20,6 +20,16 @@ MAX_REQUEST_TOKENS = 1 << 24
 MAX_TOP_LOGPROBS = 20
 
 
+def joined_text(content: Any) -> str:
+    """Message content as plain text: a string as it is, a list of text parts (anything with ``.text``) joined,
+    none as "" (shared by the chat, Anthropic and Responses wire models)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.text for part in content)
+
+
 class TextPart(BaseModel):
     type: Literal["text"]
     text: str
@@ -67,11 +77,7 @@ class ChatMessage(BaseModel):
     @property
     def text(self) -> str:
         """The content as plain text (text parts joined)."""
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(part.text for part in self.content)
+        return joined_text(self.content)
 
 
 class FunctionDefinition(BaseModel):
@@ -221,8 +227,8 @@ class CompletionRequest(SamplingFields):
 # -------------------------------------------------------------------------------------------- responses
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+def new_id(prefix: str, separator: str = "-") -> str:
+    return f"{prefix}{separator}{uuid.uuid4().hex[:24]}"
 
 
 def now() -> int:

@@ -10,7 +10,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gallama_core.api.protocol import MAX_REQUEST_TOKENS
+from gallama_core.api.protocol import MAX_REQUEST_TOKENS, joined_text
 
 
 class _Block(BaseModel):
@@ -37,11 +37,7 @@ class ToolResultBlock(_Block):
 
     @property
     def text(self) -> str:
-        if self.content is None:
-            return ""
-        if isinstance(self.content, str):
-            return self.content
-        return "".join(block.text for block in self.content)
+        return joined_text(self.content)
 
     @field_validator("content", mode="before")
     @classmethod

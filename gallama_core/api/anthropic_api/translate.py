@@ -4,22 +4,17 @@ the chat answer (whole, or as block events) becomes Anthropic's message or its s
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any, AsyncIterator
 
 from gallama_core.api.anthropic_api.protocol import (CountTokensRequest, MessagesRequest, TextBlock, ToolResultBlock,
                                                      ToolUseBlock)
 from gallama_core.api.chat_blocks import (Block, BlockDelta, BlockStart, BlockStop, StreamEnd, StreamFailed,
                                           message_blocks, stream_blocks)
-from gallama_core.api.protocol import ChatCompletionResponse
+from gallama_core.api.protocol import ChatCompletionResponse, new_id
 from gallama_core.errors import InvalidRequestError, anthropic_error
 
 #: Anthropic's stop reason for each chat finish reason.
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
-
-
-def message_id() -> str:
-    return "msg_" + uuid.uuid4().hex[:24]
 
 
 def _system_text(system: str | list[TextBlock] | None) -> str:
@@ -135,7 +130,7 @@ def message_response(request: MessagesRequest, response: ChatCompletionResponse,
         if block.kind == "text":
             block.text = _without_prefill(block.text, prefill)
     content = [content_block(b) for b in blocks if b.kind != "text" or b.text]
-    return {"id": message_id(), "type": "message", "role": "assistant", "model": response.model,
+    return {"id": new_id("msg", "_"), "type": "message", "role": "assistant", "model": response.model,
             "content": content, "stop_reason": STOP_REASONS.get(finish_reason or "stop", "end_turn"),
             "stop_sequence": None,
             "usage": _usage(response.usage.prompt_tokens, response.usage.completion_tokens)}
@@ -147,7 +142,7 @@ async def message_events(request: MessagesRequest, items: AsyncIterator[Any], pr
     blocks = stream_blocks(items)
     try:
         yield {"type": "message_start", "message": {
-            "id": message_id(), "type": "message", "role": "assistant", "model": request.model, "content": [],
+            "id": new_id("msg", "_"), "type": "message", "role": "assistant", "model": request.model, "content": [],
             "stop_reason": None, "stop_sequence": None, "usage": _usage(0, 0)}}
         yield {"type": "ping"}
         to_strip = prefill

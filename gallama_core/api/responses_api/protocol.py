@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from gallama_core.api.protocol import MAX_REQUEST_TOKENS
+from gallama_core.api.protocol import MAX_REQUEST_TOKENS, joined_text
 
 
 class InputText(BaseModel):
@@ -48,7 +48,7 @@ class MessageItem(BaseModel):
 
     @property
     def text(self) -> str:
-        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+        return joined_text(self.content)
 
 
 class FunctionCallItem(BaseModel):
@@ -74,7 +74,7 @@ class FunctionCallOutputItem(BaseModel):
 
     @property
     def text(self) -> str:
-        return self.output if isinstance(self.output, str) else "".join(p.text for p in self.output)
+        return joined_text(self.output)
 
 
 class ReasoningItem(BaseModel):

@@ -4,17 +4,13 @@ chat answer (whole, or as block events) becomes a response object or its stream 
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, AsyncIterator, Callable
 
 from gallama_core.api.chat_blocks import (Block, BlockDelta, BlockStart, BlockStop, StreamEnd, StreamFailed,
                                           stream_blocks)
+from gallama_core.api.protocol import new_id
 from gallama_core.api.responses_api.protocol import (FunctionCallItem, FunctionCallOutputItem, MessageItem,
                                                      NamedFunction, ResponsesRequest)
-
-
-def item_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:24]}"
 
 
 def input_messages(request: ResponsesRequest) -> list[dict[str, Any]]:
@@ -85,14 +81,14 @@ class ResponseBuilder:
 
     def __init__(self, request: ResponsesRequest):
         self.request = request
-        self.id = item_id("resp")
+        self.id = new_id("resp", "_")
         self.created_at = int(time.time())
         self.item_ids: dict[int, str] = {}
 
     def item_id(self, block: Block) -> str:
         if block.index not in self.item_ids:
             prefix = {"reasoning": "rs", "tool_call": "fc"}.get(block.kind, "msg")
-            self.item_ids[block.index] = item_id(prefix)
+            self.item_ids[block.index] = new_id(prefix, "_")
         return self.item_ids[block.index]
 
     def item(self, block: Block, status: str = "completed") -> dict[str, Any]:

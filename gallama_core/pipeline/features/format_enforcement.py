@@ -9,8 +9,6 @@ from gallama_core import hookimpl
 from gallama_core.pipeline.constraints import JsonSchemaConstraint, RegexConstraint, close_objects
 from gallama_core.pipeline.json_completion import completion
 
-STATE_KEY_TOOLS = "function_calling"  # a tool-call answer is finished by function calling instead
-
 
 @hookimpl
 def gallama_preprocess_request(ctx):
@@ -34,7 +32,7 @@ def gallama_postprocess_stream(ctx):
     """A JSON answer (``response_format``) that ``max_tokens`` cut is ended validly for its schema: the text that
     closes it is appended to the last event (``finish_reason`` stays ``length``)."""
     schema = _json_schema(ctx.request)
-    if schema is None or ctx.assistant_prefix or STATE_KEY_TOOLS in ctx.state:
+    if schema is None or ctx.assistant_prefix:  # (tools with response_format are refused before this)
         return None
 
     async def finish_cut_json(events):
