@@ -36,7 +36,10 @@ async def test_nothing_but_the_allow_list_answers_without_a_key(tmp_path, monkey
                 path = path.replace("{" + key + "}", "x")
             routes.append((method, path, set(getattr(route, "tags", None) or ())))
     assert {(m, p) for m, p, _ in routes} >= {("POST", "/v1/chat/completions"), ("POST", "/add_model"),
-                                               ("GET", "/list_loaded_models"), ("GET", "/v1/models")}
+                                               ("GET", "/list_loaded_models"), ("GET", "/v1/models"),
+                                               ("POST", "/v1/messages"), ("POST", "/v1/messages/count_tokens"),
+                                               ("POST", "/v1/responses"), ("GET", "/v1/responses/x"),
+                                               ("DELETE", "/v1/responses/x")}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as http:
         for method, path, tags in routes:
