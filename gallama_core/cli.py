@@ -66,6 +66,9 @@ def run(
     shutdown_timeout: float = typer.Option(30.0, min=0, help="On SIGTERM or Ctrl+C, seconds that requests in flight "
                                            "may take to finish (new ones get 503) before they are ended with an "
                                            "error; then the server exits 0."),
+    ray_address: Optional[str] = typer.Option(
+        None, help="Place every model instance on this Ray cluster instead of local processes: auto, HOST:PORT or "
+        "ray://HOST:10001 (needs the gallama-ray plugin; also GALLAMA_RAY_ADDRESS and ray.address in gallama.yaml)."),
 ):
     """Serve models over the OpenAI API (chat, completions, models, health; plugin routes)."""
     from gallama_core.api.app import build_state, create_app
@@ -76,6 +79,8 @@ def run(
 
     _setup_logging(log_level)
     home = ensure_home()
+    if ray_address:
+        os.environ["GALLAMA_RAY_ADDRESS"] = ray_address  # read by gallama-ray's launcher hook
     try:
         state = build_state(strict_names=strict_model_names, log_level=log_level, progress_factory=lambda name: LoadProgress(
             lambda message, fraction: console.log(f"[cyan]{name}[/]: {message}"
@@ -94,6 +99,8 @@ def run(
                                            python_for_backend=state.python_for_backend()) for raw in launches]
     except ConfigError as exc:
         _fail(str(exc))
+    if os.environ.get("GALLAMA_RAY_ADDRESS") and "ray" not in state.plugin_config:
+        _fail("--ray-address (GALLAMA_RAY_ADDRESS) needs the gallama-ray plugin: pip install gallama-ray")
     surface = _surface(state, host, api_key, admin_key, cors_origin, max_body_mb)
     console.log(f"gallama home: {home}")
     if not surface.loopback and not surface.keys_set:

@@ -81,6 +81,12 @@ def pack(message: dict[str, Any]) -> bytes:
     return msgpack.packb(message, default=_default, use_bin_type=True)
 
 
+def new_unpacker() -> msgpack.Unpacker:
+    """A streaming decoder of packed messages (feed it bytes, iterate the messages): for any transport that
+    carries the protocol's bytes, the socket here or another launcher's (e.g. Ray objects)."""
+    return msgpack.Unpacker(ext_hook=_ext_hook, raw=False, max_buffer_size=256 << 20)
+
+
 def sendable(value: Any) -> bool:
     """Whether ``value`` can cross the boundary as it is (used to pick a backend's plain attributes)."""
     try:
@@ -96,7 +102,7 @@ class Channel:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self._reader = reader
         self._writer = writer
-        self._unpacker = msgpack.Unpacker(ext_hook=_ext_hook, raw=False, max_buffer_size=256 << 20)
+        self._unpacker = new_unpacker()
 
     @classmethod
     async def open(cls, sock: socket.socket) -> "Channel":
