@@ -36,6 +36,7 @@ WITH_PLUGINS: dict[str, list[str]] = {
     "gallama_thinking": ["gallama_llamacpp"],
     "gallama_artifact": ["gallama_llamacpp"],
     "gallama_embed": ["gallama_llamacpp"],
+    "gallama_ray": ["gallama_llamacpp"],
 }
 
 
