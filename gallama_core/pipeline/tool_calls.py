@@ -27,8 +27,9 @@ OPEN, CLOSE = "<tool_call>", "</tool_call>"
 HEADER = '{"name": '
 ARGS_KEY = ', "arguments": '
 CALL_END = "}\n" + CLOSE  # the outer object's brace, then the closing tag
-#: Most calls in one answer when parallel_tool_calls is on (the grammar ends the answer after that many).
-MAX_PARALLEL_CALLS = 5
+#: Most calls in one answer when parallel_tool_calls is on, unless ``output_limits.max_tool_calls`` says otherwise
+#: (the grammar ends the answer after that many; copies of an earlier call end it sooner, see RepeatGuard).
+MAX_PARALLEL_CALLS = 16
 
 TOOL_PROMPT = """\
 # Tools
@@ -56,20 +57,23 @@ def tool_prompt(tools: list[dict[str, Any]], mode: str, name: str | None = None)
     return TOOL_PROMPT.format(tools=described, choice_rule=CHOICE_RULES[mode].format(name=name))
 
 
-def call_grammar(tools: list[dict[str, Any]], parallel: bool, allow_text: bool) -> str:
-    """An LLGuidance Lark grammar: one call (or several when ``parallel``) to the given tools, each with
-    schema-valid arguments; with ``allow_text`` the answer may instead be free text that does not start with a
-    tool-call tag."""
+def call_grammar(tools: list[dict[str, Any]], parallel: bool, allow_text: bool,
+                 max_calls: int = MAX_PARALLEL_CALLS, schemas: dict[str, Any] | None = None) -> str:
+    """An LLGuidance Lark grammar: one call (or up to ``max_calls`` when ``parallel``) to the given tools, each
+    with schema-valid arguments; with ``allow_text`` the answer may instead be free text that does not start with
+    a tool-call tag. ``schemas`` (by tool name) replaces a tool's parameters in the grammar (the same schema with
+    the server's default caps)."""
     rules = []
     alternatives = []
     for i, tool in enumerate(tools):
+        schema = (schemas or {}).get(tool["name"]) or close_objects(tool["parameters"])
         rules.append(f"fn_{i}: {lark_literal(HEADER + json.dumps(tool['name']) + ARGS_KEY)} args_{i} \"}}\"")
-        rules.append(f"args_{i}: {json_lark(close_objects(tool['parameters']))}")
+        rules.append(f"args_{i}: {json_lark(schema)}")
         alternatives.append(f"fn_{i}")
     call = f'call: {lark_literal(OPEN + chr(10))} ({" | ".join(alternatives)}) {lark_literal(chr(10) + CLOSE)}'
     # Nested optionals rather than Lark's `~ 0..n`, which older LLGuidance builds (llama.cpp's) reject.
-    calls = "calls: call" + ' ("\\n" call' * (MAX_PARALLEL_CALLS - 1) + ")?" * (MAX_PARALLEL_CALLS - 1) \
-        if parallel else "calls: call"
+    calls = "calls: call" + ' ("\\n" call' * (max_calls - 1) + ")?" * (max_calls - 1) \
+        if parallel and max_calls > 1 else "calls: call"
     if allow_text:
         start = "start: calls | TEXT\nTEXT: /(?s:.+)/ & ~/(?s:[ \\t\\r\\n]*<tool_call.*)/"
     else:
@@ -109,17 +113,59 @@ def _without_partial_close(arguments: str, tail: str) -> str:
     return tail
 
 
+_FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.S)
+
+
+def bare_calls(text: str, schemas: dict[str, dict]) -> list[tuple[str, str]] | None:
+    """The calls in an answer written as bare JSON instead of the tool-call format (``{"name": ...,
+    "arguments": {...}}``, a list of them, OpenAI's ``{"type": "function", "function": {...}}``, or one of those
+    in a ```json fence): (name, arguments JSON) for each, or None unless the whole answer is such calls to known
+    tools with arguments valid for their schemas."""
+    from gallama_core.pipeline.json_completion import valid_for
+
+    body = text.strip()
+    fenced = _FENCED.fullmatch(body)
+    if fenced:
+        body = fenced.group(1)
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    calls = []
+    for item in value if isinstance(value, list) else [value]:
+        if isinstance(item, dict) and isinstance(item.get("function"), dict):
+            item = item["function"]
+        if not isinstance(item, dict) or set(item) - {"name", "arguments", "parameters", "type", "id"}:
+            return None
+        name, arguments = item.get("name"), item.get("arguments", item.get("parameters", {}))
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except ValueError:
+                return None
+        if name not in schemas or not isinstance(arguments, dict):
+            return None
+        encoded = json.dumps(arguments, ensure_ascii=False)
+        if not valid_for(encoded, schemas[name]):
+            return None
+        calls.append((name, encoded))
+    return calls or None
+
+
 @dataclass
 class ToolCallParser:
     """Feed generated text; get content text or tool-call deltas back, incrementally.
 
     The output is plain content unless it starts with ``<tool_call>`` (the grammar guarantees the rest is
-    then well-formed calls). Text that might still become a tag is held back until it is decided.
+    then well-formed calls). Text that might still become a tag is held back until it is decided. With
+    ``bare_json`` an answer that starts with ``{`` or a code fence is held back to the end: :meth:`finish` turns
+    it into calls when it is calls written as bare JSON (see :func:`bare_calls`), into content otherwise.
     """
 
-    mode: str = "undecided"  # undecided | text | calls
+    mode: str = "undecided"  # undecided | text | calls | bare (held until the end)
     buffer: str = ""
     calls: list[dict[str, str]] = field(default_factory=list)
+    bare_json: dict[str, dict] | None = None  # tool schemas by name, to recover bare JSON calls against
     _in_args: bool = False
 
     def feed(self, text: str) -> tuple[str, list[ToolCallDelta]]:
@@ -130,8 +176,14 @@ class ToolCallParser:
                 self.mode = "calls"
             elif not stripped or OPEN.startswith(stripped):
                 return "", []
+            elif self.bare_json is not None and (stripped.startswith("{") or stripped.startswith("```")):
+                self.mode = "bare"
+            elif self.bare_json is not None and "```".startswith(stripped):
+                return "", []
             else:
                 self.mode = "text"
+        if self.mode == "bare":
+            return "", []
         if self.mode == "text":
             out, self.buffer = self.buffer, ""
             return out, []
@@ -139,6 +191,17 @@ class ToolCallParser:
 
     def finish(self) -> tuple[str, list[ToolCallDelta]]:
         """Flush at the end of generation (a truncated call keeps what was generated)."""
+        if self.mode == "bare":
+            found = bare_calls(self.buffer, self.bare_json or {})
+            if found:
+                self.mode, self.buffer = "calls", ""
+                deltas = []
+                for name, arguments in found:
+                    call = {"id": new_call_id(), "name": name, "arguments": arguments}
+                    self.calls.append(call)
+                    deltas.append(ToolCallDelta(index=len(self.calls) - 1, id=call["id"], type="function",
+                                                function=ToolCallFunctionDelta(name=name, arguments=arguments)))
+                return "", deltas
         if self.mode != "calls":
             out, self.buffer = self.buffer, ""
             return out, []

@@ -30,8 +30,8 @@ def default_server(gguf):
 def multi_server(gguf):
     """Two models in one server: 'smol' (4 slots x 2048 tokens) and 'smol-small' (2 slots x 256 tokens)."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    args = ["-id", f"model_id={gguf} model_name=smol n_parallel=4 max_seq_len=2048",
-            "-id", f"model_id={gguf} model_name=smol-small n_parallel=2 max_seq_len=256"]
+    args = ["-id", f"model_id={gguf} model_name=smol n_parallel=4 max_seq_len=2048 n_threads=1",
+            "-id", f"model_id={gguf} model_name=smol-small n_parallel=2 max_seq_len=256 n_threads=1"]
     with running_server(args, log_path=LOGS / "multi-server.log") as url:
         yield url
 

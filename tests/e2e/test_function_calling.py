@@ -252,31 +252,68 @@ UNBOUNDED = {"type": "function", "function": {
         "required": ["title", "body", "tags", "meta"]}}}
 
 
+def _honest(finish, completion_tokens, max_tokens, schema, done_reason):
+    """finish_reason says what ended the answer: "length" exactly when the sampling budget (max_tokens less the
+    tokens kept back for the closing text) ran out; the answer's own end (or a value closed because it repeated
+    itself) otherwise. Sampled tokens never exceed the budget."""
+    from gallama_core.pipeline.json_budget import closing_reserve
+    from gallama_core.pipeline.output_limits import OutputLimits, cap_schema
+
+    sampled_budget = max_tokens - closing_reserve([cap_schema(schema, OutputLimits())], max_tokens)
+    assert completion_tokens <= sampled_budget
+    assert (finish == "length") == (completion_tokens == sampled_budget), (finish, completion_tokens, sampled_budget)
+    assert finish in ("length", done_reason)
+
+
+async def _streamed_usage(stream):
+    """(calls, finish_reason, content, completion tokens) of a stream with usage."""
+    calls, finish, content, tokens = {}, None, "", None
+    async for chunk in stream:
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+        if not chunk.choices:
+            continue
+        choice = chunk.choices[0]
+        content += choice.delta.content or ""
+        for delta in choice.delta.tool_calls or []:
+            call = calls.setdefault(delta.index, {"name": "", "arguments": ""})
+            call["name"] += delta.function.name or ""
+            call["arguments"] += delta.function.arguments or ""
+        finish = choice.finish_reason or finish
+    return [calls[i] for i in sorted(calls)], finish, content, tokens
+
+
 @pytest.mark.parametrize("max_tokens", [64, 128, 200])
 async def test_cut_calls_and_json_still_validate(async_client, max_tokens):
     """Strings without maxLength, a budget that ends inside them: every call and every JSON answer still
-    validates (the server ends what max_tokens cut), streamed and not; finish_reason stays honest."""
+    validates within max_tokens (the server keeps back the tokens of the closing text and appends it), streamed
+    and not; finish_reason is "length" exactly when the budget ended the answer."""
     schema = UNBOUNDED["function"]["parameters"]
-    prompts = ["Write a long report about the history of Rome.", "A detailed report about cats, with many tags."]
+    prompts = ["Write a long report about the history of Rome.", "A detailed report about cats, with many tags.",
+               "Report on the weather in Oslo this week, day by day."]
+    usage = {"include_usage": True}
     for seed, prompt in enumerate(prompts):
-        choice = "required" if seed == 0 else {"type": "function", "function": {"name": "write_report"}}
+        choice = {"type": "function", "function": {"name": "write_report"}} if seed == 1 else "required"
         kwargs = dict(model="smol", messages=[{"role": "user", "content": prompt}], tools=[UNBOUNDED],
                       tool_choice=choice, max_tokens=max_tokens, temperature=0.8, seed=seed,
                       parallel_tool_calls=False)
         answer = await async_client.chat.completions.create(**kwargs)
         calls = answer.choices[0].message.tool_calls
-        assert calls and answer.choices[0].finish_reason in ("length", "tool_calls")
+        assert calls and len(calls) == 1 and answer.choices[0].message.content is None
         jsonschema.validate(json.loads(calls[0].function.arguments), schema)
-        streamed, finish = await _streamed_calls(await async_client.chat.completions.create(stream=True, **kwargs))
-        assert streamed and finish in ("length", "tool_calls")
+        _honest(answer.choices[0].finish_reason, answer.usage.completion_tokens, max_tokens, schema, "tool_calls")
+        streamed, finish, _, tokens = await _streamed_usage(await async_client.chat.completions.create(
+            stream=True, stream_options=usage, **kwargs))
+        assert len(streamed) == 1
         jsonschema.validate(json.loads(streamed[0]["arguments"]), schema)
+        _honest(finish, tokens, max_tokens, schema, "tool_calls")
         fmt = {"type": "json_schema", "json_schema": {"name": "report", "schema": schema}}
-        answer = await async_client.chat.completions.create(
-            model="smol", messages=[{"role": "user", "content": prompt}], response_format=fmt,
-            max_tokens=max_tokens, temperature=0.8, seed=seed)
+        json_kwargs = dict(model="smol", messages=[{"role": "user", "content": prompt}], response_format=fmt,
+                           max_tokens=max_tokens, temperature=0.8, seed=seed)
+        answer = await async_client.chat.completions.create(**json_kwargs)
         jsonschema.validate(json.loads(answer.choices[0].message.content), schema)
-        chunks = await async_client.chat.completions.create(
-            model="smol", messages=[{"role": "user", "content": prompt}], response_format=fmt,
-            max_tokens=max_tokens, temperature=0.8, seed=seed, stream=True)
-        text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+        _honest(answer.choices[0].finish_reason, answer.usage.completion_tokens, max_tokens, schema, "stop")
+        _, finish, text, tokens = await _streamed_usage(await async_client.chat.completions.create(
+            stream=True, stream_options=usage, **json_kwargs))
         jsonschema.validate(json.loads(text), schema)
+        _honest(finish, tokens, max_tokens, schema, "stop")

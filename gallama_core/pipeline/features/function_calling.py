@@ -16,8 +16,12 @@ from gallama_core import hookimpl
 from gallama_core.models.backend import GenerationRequest, SamplingParams
 from gallama_core.pipeline.constraints import ChoiceConstraint, compile_constraints, GrammarConstraint, check_json_schema, close_objects, grammar_problem, json_lark
 from gallama_core.errors import InvalidRequestError
+from gallama_core.pipeline.json_budget import RepetitionWatch, closing_reserve
+from gallama_core.pipeline.output_limits import FIELD as LIMITS_FIELD, SECTION as LIMITS_SECTION, OutputLimits, \
+    cap_schema, configure as configure_limits, request_limits
 from gallama_core.pipeline.prompting import render_chat_prompt
 from gallama_core.pipeline.tool_calls import RepeatGuard, ToolCallParser, call_grammar, render_tool_call, tool_prompt
+from gallama_core.plugin_system.registrations import ConfigSection, RequestField
 
 STATE_KEY = "function_calling"
 
@@ -100,15 +104,21 @@ def gallama_preprocess_request(ctx):
     if mode == "none":
         return
     chosen = [s for s in specs if s["name"] == name] if mode == "named" else specs
+    limits = request_limits(request)
     # A named tool choice is one call to that tool (as OpenAI answers it); several only when the model may choose.
     parallel = request.parallel_tool_calls is not False and mode != "named"
     ctx.system_prompt_additions.append(tool_prompt(specs, mode, name))
-    ctx.constraints.append(GrammarConstraint(param="tools", lark=call_grammar(chosen, parallel,
-                                                                              allow_text=(mode == "auto"))))
-    # what a call that max_tokens cuts is completed against (json_completion): the schema the grammar enforced
-    state = {"mode": mode, "schemas": {spec["name"]: close_objects(spec["parameters"]) for spec in chosen}}
+    # the schema the grammar enforces (default caps on unbounded strings and arrays), which a call that the
+    # budget cuts is also completed against (json_completion)
+    schemas = {spec["name"]: cap_schema(close_objects(spec["parameters"]), limits) for spec in chosen}
+    grammar = lambda allow_text: call_grammar(chosen, parallel, allow_text, limits.max_tool_calls, schemas)  # noqa: E731
+    ctx.constraints.append(GrammarConstraint(param="tools", lark=grammar(mode == "auto")))
+    state = {"mode": mode, "schemas": schemas, "limits": limits,
+             "all_schemas": {spec["name"]: close_objects(spec["parameters"]) for spec in specs},
+             # tokens kept back from sampling for the text that ends a call the budget cuts
+             "reserve": closing_reserve(schemas.values(), ctx.max_tokens)}
     if mode == "auto":
-        state["required_grammar"] = call_grammar(chosen, parallel, allow_text=False)
+        state["required_grammar"] = grammar(False)
     ctx.state[STATE_KEY] = state
 
 
@@ -136,15 +146,26 @@ async def decide_tool_use(ctx) -> bool:
     return text.strip().startswith("tool")
 
 
+def _keep_back_reserve(request, state) -> None:
+    """Sample ``reserve`` fewer tokens than the budget, so the text that ends a cut call still fits in it."""
+    if request.max_tokens and state["reserve"]:
+        request.max_tokens = max(1, request.max_tokens - state["reserve"])
+        state["reserved"] = True
+
+
 @hookimpl
 def gallama_generate(ctx, request):
     state = ctx.state.get(STATE_KEY)
-    if not state or state["mode"] != "auto":
+    if not state:
         return None
+    if state["mode"] != "auto":
+        _keep_back_reserve(request, state)
+        return None  # the default generation runs it
 
     async def routed():
         if await decide_tool_use(ctx):
             request.grammar = state["required_grammar"]
+            _keep_back_reserve(request, state)
         chunks = ctx.backend.generate(request)
         try:
             async for chunk in chunks:
@@ -159,14 +180,23 @@ def gallama_generate(ctx, request):
 def gallama_postprocess_stream(ctx):
     if STATE_KEY not in ctx.state:
         return None
+    state = ctx.state[STATE_KEY]
 
     async def parse_tool_calls(events):
         parser, guard = ToolCallParser(), RepeatGuard()
+        if state["mode"] == "auto":  # a call written as bare JSON in the text answer becomes a call
+            parser.bare_json = state["all_schemas"]
+        watch = RepetitionWatch() if state["limits"].stop_repetition else None
         pieces = 0  # backend chunks with text: the completion's tokens, if the answer is cut short here
         try:
             async for event in events:
                 pieces += bool(event.content)
                 content, deltas = parser.feed(event.content)
+                if watch is not None:
+                    for delta in deltas:
+                        if delta.id is not None:
+                            watch = RepetitionWatch()  # a new call: watch its arguments
+                        watch.feed(delta.function.arguments or "")
                 deltas, repeated = guard.filter(deltas, parser)
                 if repeated:  # a copy of the previous call: the answer ends before it
                     event.content, event.tool_calls = content, deltas or None
@@ -174,10 +204,14 @@ def gallama_postprocess_stream(ctx):
                     event.completion_tokens = event.completion_tokens or pieces
                     yield event
                     return
+                looping = watch is not None and watch.repeating and parser.mode == "calls" and not event.finish_reason
+                if looping:  # a string value that repeats itself: end the call there
+                    event.finish_reason = "tool_calls"
+                    event.completion_tokens = event.completion_tokens or pieces
                 if event.finish_reason:
                     more_content, more = parser.finish()
-                    if event.finish_reason == "length":  # cut inside a call: end its arguments validly
-                        more += parser.complete_cut_call(ctx.state[STATE_KEY]["schemas"])
+                    if event.finish_reason == "length" or looping:  # cut inside a call: end its arguments validly
+                        more += parser.complete_cut_call(state["schemas"])
                     more, _ = guard.filter(more, parser)
                     content, deltas = content + more_content, deltas + more + guard.flush()
                     if parser.calls and event.finish_reason == "stop":
@@ -185,7 +219,29 @@ def gallama_postprocess_stream(ctx):
                 event.content = content
                 event.tool_calls = deltas or None
                 yield event
+                if looping:
+                    return
         finally:
             await events.aclose()  # also ends the generation when the answer was cut short
 
     return parse_tool_calls
+
+
+# ------------------------------------------------------------------------------------------ registration
+
+
+@hookimpl
+def gallama_config_sections():
+    return [ConfigSection(name=LIMITS_SECTION, model=OutputLimits)]
+
+
+@hookimpl
+def gallama_request_fields():
+    return [RequestField(LIMITS_FIELD, "caps for structured output: max_string_length, max_array_items (applied "
+                                       "where the schema sets none), max_tool_calls, stop_repetition")]
+
+
+@hookimpl
+def gallama_routes(app_state):
+    configure_limits(app_state.plugin_config.get(LIMITS_SECTION))
+    return []
