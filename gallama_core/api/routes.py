@@ -65,20 +65,23 @@ def core_router(state: AppState) -> APIRouter:
     @router.get("/health", tags=["server"])
     async def health():
         """200 while at least one model can serve (503 while the models given at start-up load, or when none
-        can serve); the body gives each model's state."""
+        can serve); the body gives each model's state (ready when one of its instances is) and each instance's
+        state and where its worker runs (``local``, or a Ray node)."""
         models = state.models
         statuses = {}
         for instance in models.instances:
             if statuses.get(instance.name) != "ready":
                 statuses[instance.name] = instance.status
+        body = {"models": statuses, "instances": [
+            {"model_name": i.name, "status": i.status, "location": i.worker.location if i.worker else None}
+            for i in models.instances]}
         if state.draining:
-            return JSONResponse({"status": "draining", "models": statuses}, status_code=503)
+            return JSONResponse({"status": "draining", **body}, status_code=503)
         if models.starting:
-            return JSONResponse({"status": "loading", "models": statuses}, status_code=503)
+            return JSONResponse({"status": "loading", **body}, status_code=503)
         if not models.ready():
-            return JSONResponse({"status": "no_model", "detail": "no model can serve", "models": statuses},
-                                status_code=503)
-        return {"status": "ok", "models": statuses}
+            return JSONResponse({"status": "no_model", "detail": "no model can serve", **body}, status_code=503)
+        return {"status": "ok", **body}
 
     @router.post("/add_model", tags=["management"], openapi_extra=documented_body(AddModelRequest))
     async def add_model(request: Request):

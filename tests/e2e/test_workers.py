@@ -136,6 +136,8 @@ def test_kill_9_of_a_worker(fleet):
     assert error["type"] == "service_unavailable" and "SIGKILL" in error["message"]
     health = httpx.get(fleet + "/health").json()
     assert health["status"] == "ok" and health["models"]["solo"] in ("restarting", "ready")
+    assert {(i["model_name"], i["location"]) for i in health["instances"] if i["status"] == "ready"} >= {
+        ("twin", "local")}
     _wait_until(lambda: _chat(fleet, "solo").status_code == 200, 60, "solo to come back")
     assert _chat(fleet, "twin").status_code == 200
 

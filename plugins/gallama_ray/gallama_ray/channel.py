@@ -104,6 +104,10 @@ class RayChannel:
         #: Why the stream ended, in words (e.g. Ray's ActorDiedError), or None while it runs / when it ended cleanly.
         self.error: str | None = None
         self.died = False
+        #: Items of the events stream read so far and their bytes (one item carries every message written since
+        #: the one before: what a chunk costs through Ray depends on how many share an item).
+        self.items_received = 0
+        self.bytes_received = 0
 
     def send_nowait(self, message: dict[str, Any]) -> None:
         if not self._closed:
@@ -126,7 +130,10 @@ class RayChannel:
         self._stream = self._actor.events.options(_generator_backpressure_num_objects=IN_FLIGHT).remote()
         try:
             async for ref in self._stream:
-                self._unpacker.feed(await ref)
+                data = await ref
+                self.items_received += 1
+                self.bytes_received += len(data)
+                self._unpacker.feed(data)
                 for message in self._unpacker:
                     yield message
         except ray.exceptions.RayError as exc:

@@ -15,7 +15,8 @@ from gallama_core.testing import free_port, smollm2_gguf
 
 LOGS = Path(os.environ.get("GALLAMA_TEST_OUTPUT", Path(__file__).parents[3] / "test-output"))
 RAY = str(Path(sys.executable).parent / "ray")
-RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+# The tests' own cluster on loopback: no usage report, and no token auth whatever ~/.ray holds.
+RAY_ENV = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
 @pytest.fixture(scope="session")

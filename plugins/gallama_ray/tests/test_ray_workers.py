@@ -76,6 +76,9 @@ def test_instances_are_ray_actors_and_the_front_loads_no_engine(fleet):
                                text=True).stdout.split()[0])
     assert "xllamacpp" not in Path(f"/proc/{front}/maps").read_text()
     assert all(int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) != front for pid in pids)
+    health = httpx.get(fleet + "/health").json()  # replica state and node, as a load balancer sees them
+    assert health["status"] == "ok" and [i["status"] for i in health["instances"]] == ["ready", "ready"]
+    assert {i["location"] for i in health["instances"]} == {r["location"] for r in rows}
 
 
 def test_both_replicas_receive_load(fleet):
