@@ -85,6 +85,8 @@ def run(
         state = build_state(strict_names=strict_model_names, log_level=log_level, progress_factory=lambda name: LoadProgress(
             lambda message, fraction: console.log(f"[cyan]{name}[/]: {message}"
                                                   + (f" ({fraction:.0%})" if fraction is not None else ""))))
+        if os.environ.get("GALLAMA_RAY_ADDRESS") and "ray" not in state.plugin_config:  # before any model fetch
+            _fail("--ray-address (GALLAMA_RAY_ADDRESS) needs the gallama-ray plugin: pip install gallama-ray")
         launches = [parse_id_string(text) for text in model_id or []]
         if model:
             launches.insert(0, {"model_id": model})
@@ -99,8 +101,6 @@ def run(
                                            python_for_backend=state.python_for_backend()) for raw in launches]
     except ConfigError as exc:
         _fail(str(exc))
-    if os.environ.get("GALLAMA_RAY_ADDRESS") and "ray" not in state.plugin_config:
-        _fail("--ray-address (GALLAMA_RAY_ADDRESS) needs the gallama-ray plugin: pip install gallama-ray")
     surface = _surface(state, host, api_key, admin_key, cors_origin, max_body_mb)
     console.log(f"gallama home: {home}")
     if not surface.loopback and not surface.keys_set:
