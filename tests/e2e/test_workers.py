@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from gallama_core.testing import make_venv, running_server, start_server
+from gallama_core.testing import make_venv, parent_pid, process_alive, running_server, start_server, wait_until
 
 from .conftest import LOGS
 
@@ -26,29 +26,6 @@ SMALL = "n_parallel=2 max_seq_len=512 n_threads=1"
 
 def _instances(url: str) -> list[dict]:
     return httpx.get(url + "/list_loaded_models", timeout=10).json()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _parent(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
-def _wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def _chat(url: str, model: str, **extra) -> httpx.Response:
@@ -71,7 +48,7 @@ def test_every_instance_is_its_own_worker_process_and_the_front_loads_no_engine(
     assert all(r["status"] == "ready" and r["backend"] == "llama_cpp" and r["active"] == 0 for r in rows)
     pids = {r["pid"] for r in rows}
     assert len(pids) == 3
-    fronts = {_parent(pid) for pid in pids}
+    fronts = {parent_pid(pid) for pid in pids}
     assert len(fronts) == 1 and not (fronts & pids)
     front = fronts.pop()
     for pid in pids:
@@ -119,10 +96,10 @@ def test_kill_9_of_a_worker(fleet):
             assert _chat(fleet, "twin").status_code == 200
         states = {r["pid"]: r["status"] for r in _instances(fleet) if r["model_name"] == "twin"}
         assert "restarting" in states.values() or len(states) == 2
-        back = _wait_until(lambda: [r for r in _instances(fleet) if r["model_name"] == "twin"
+        back = wait_until(lambda: [r for r in _instances(fleet) if r["model_name"] == "twin"
                                     and r["status"] == "ready" and r["pid"] not in (twin_pid, None)
                                     and r["restarts"] == 1], 60, "the killed twin to come back")
-        assert not _alive(twin_pid) and back
+        assert not process_alive(twin_pid) and back
     finally:
         stop.set()
         watcher.join()
@@ -138,7 +115,7 @@ def test_kill_9_of_a_worker(fleet):
     assert health["status"] == "ok" and health["models"]["solo"] in ("restarting", "ready")
     assert {(i["model_name"], i["location"]) for i in health["instances"] if i["status"] == "ready"} >= {
         ("twin", "local")}
-    _wait_until(lambda: _chat(fleet, "solo").status_code == 200, 60, "solo to come back")
+    wait_until(lambda: _chat(fleet, "solo").status_code == 200, 60, "solo to come back")
     assert _chat(fleet, "twin").status_code == 200
 
 
@@ -157,7 +134,7 @@ def test_a_stream_whose_worker_dies_ends_with_an_error_event_then_done(fleet):
     assert lines[-1] == "[DONE]"
     error = json.loads(lines[-2])["error"]
     assert error["type"] == "service_unavailable" and "SIGKILL" in error["message"]
-    _wait_until(lambda: _chat(fleet, "solo").status_code == 200, 60, "solo to come back")
+    wait_until(lambda: _chat(fleet, "solo").status_code == 200, 60, "solo to come back")
 
 
 def test_mixture_of_agents_over_workers(fleet):
@@ -187,13 +164,13 @@ def test_add_and_remove_model_start_and_stop_a_worker(fleet, gguf):
     assert r.status_code == 200 and r.json()["models"] == ["extra"]
     loading = httpx.get(fleet + "/health")  # the other models keep serving while one loads
     assert loading.status_code == 200 and loading.json()["models"]["extra"] in ("loading", "ready")
-    row = _wait_until(lambda: next((x for x in _instances(fleet) if x["model_name"] == "extra"
+    row = wait_until(lambda: next((x for x in _instances(fleet) if x["model_name"] == "extra"
                                     and x["status"] == "ready"), None), 60, "the added model to load")
     assert httpx.get(fleet + "/health").status_code == 200
     assert _chat(fleet, "extra").status_code == 200
     removed = httpx.post(fleet + "/remove_model", json={"model_name": "extra"})
     assert removed.status_code == 200 and removed.json()["instances"] == 1
-    _wait_until(lambda: not _alive(row["pid"]), 15, "the removed model's worker to exit")
+    wait_until(lambda: not process_alive(row["pid"]), 15, "the removed model's worker to exit")
     assert "extra" not in [x["model_name"] for x in _instances(fleet)]
     outside = httpx.post(fleet + "/add_model", json={"model_id": "/nonexistent/x.gguf", "model_name": "ghost"})
     assert outside.status_code == 400 and outside.json()["error"]["param"] == "model_id"
@@ -201,7 +178,7 @@ def test_add_and_remove_model_start_and_stop_a_worker(fleet, gguf):
     broken.write_bytes(b"not a model")
     bad = httpx.post(fleet + "/add_model", json={"model_id": str(broken), "model_name": "ghost"})
     assert bad.status_code == 200
-    failed = _wait_until(lambda: next((x for x in _instances(fleet) if x["model_name"] == "ghost"
+    failed = wait_until(lambda: next((x for x in _instances(fleet) if x["model_name"] == "ghost"
                                        and x["status"] == "failed"), None), 30, "the bad model to fail")
     assert "is not a GGUF file" in failed["error"]  # the worker's own error text
     httpx.post(fleet + "/remove_model", json={"model_name": "ghost"})
@@ -218,12 +195,12 @@ def test_stopping_the_front_leaves_no_worker(gguf, how):
                                  "-id", f"model_id={gguf} model_name=b {SMALL}"], log_name=f"stop-{how.name}")
     try:
         pids = [row["pid"] for row in _instances(url)]
-        assert len(pids) == 2 and all(_alive(pid) for pid in pids)
+        assert len(pids) == 2 and all(process_alive(pid) for pid in pids)
         process.send_signal(how)
         code = process.wait(timeout=30)
         if how != signal.SIGKILL:
             assert code == 0
-        _wait_until(lambda: not any(_alive(pid) for pid in pids), 10, "every worker to exit")
+        wait_until(lambda: not any(process_alive(pid) for pid in pids), 10, "every worker to exit")
     finally:
         if process.poll() is None:
             process.kill()
@@ -261,7 +238,7 @@ def test_a_worker_runs_in_another_python_environment(gguf, core_only_python, tmp
         # a model entry's own `python` works the same; an interpreter that does not exist is a clear failure
         added = httpx.post(url + "/add_model", json={"model_id": "nowhere"})
         assert added.status_code == 200
-        failed = _wait_until(lambda: next((x for x in _instances(url) if x["model_name"] == "nowhere"
+        failed = wait_until(lambda: next((x for x in _instances(url) if x["model_name"] == "nowhere"
                                            and x["status"] == "failed"), None), 30, "the bad interpreter to fail")
         assert "/nonexistent/python" in failed["error"]
         refused = httpx.post(url + "/add_model", json={"model_id": gguf, "backend": "llama_cpp",

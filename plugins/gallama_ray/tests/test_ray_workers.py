@@ -8,14 +8,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from gallama_core.testing import running_server, start_server
+from gallama_core.testing import parent_pid, process_alive, running_server, start_server, wait_until
 
 SMALL = "n_parallel=2 max_seq_len=512 n_threads=1"
 
@@ -35,31 +34,13 @@ def _chat(url: str, model: str = "twin", **extra) -> httpx.Response:
         "model": model, "max_tokens": 4, "messages": [{"role": "user", "content": "Say hi."}], **extra})
 
 
-def _wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def fleet(gguf, ray_head, ray_env, logs):
     """Two instances of 'twin', each a Ray actor."""
     args = ["-id", f"model_id={gguf} model_name=twin {SMALL}", "-id", f"model_id={gguf} model_name=twin {SMALL}",
             "--ray-address", ray_head]
     with running_server(args, env=ray_env, log_path=logs / "ray-fleet.log", timeout=240) as url:
-        _wait_until(lambda: all(r["status"] == "ready" for r in _instances(url)), 120, "both replicas to load")
+        wait_until(lambda: all(r["status"] == "ready" for r in _instances(url)), 120, "both replicas to load")
         yield url
 
 
@@ -75,7 +56,7 @@ def test_instances_are_ray_actors_and_the_front_loads_no_engine(fleet):
     front = int(subprocess.run(["pgrep", "-f", "--", f"--port {fleet.rsplit(':', 1)[1]}"], capture_output=True,
                                text=True).stdout.split()[0])
     assert "xllamacpp" not in Path(f"/proc/{front}/maps").read_text()
-    assert all(int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) != front for pid in pids)
+    assert all(parent_pid(pid) != front for pid in pids)
     health = httpx.get(fleet + "/health").json()  # replica state and node, as a load balancer sees them
     assert health["status"] == "ok" and [i["status"] for i in health["instances"]] == ["ready", "ready"]
     assert {i["location"] for i in health["instances"]} == {r["location"] for r in rows}
@@ -125,19 +106,19 @@ def test_a_killed_replica_comes_back_while_its_twin_serves(fleet):
     rows = _instances(fleet)
     victim = rows[0]["pid"]
     os.kill(victim, signal.SIGKILL)
-    _wait_until(lambda: any(r["status"] != "ready" for r in _instances(fleet)), 10, "the front to notice")
+    wait_until(lambda: any(r["status"] != "ready" for r in _instances(fleet)), 10, "the front to notice")
     restarting = next(r for r in _instances(fleet) if r["status"] != "ready")
     assert "Ray actor" in (restarting["error"] or "")
     for _ in range(3):  # new requests go to the live replica
         assert _chat(fleet).status_code == 200
-    back = _wait_until(lambda: [r for r in _instances(fleet) if r["status"] == "ready" and r["restarts"] == 1
+    back = wait_until(lambda: [r for r in _instances(fleet) if r["status"] == "ready" and r["restarts"] == 1
                                 and r["pid"] not in (victim, None)], 120, "the killed replica to come back")
-    assert back[0]["location"].startswith("ray node ") and not _alive(victim)
+    assert back[0]["location"].startswith("ray node ") and not process_alive(victim)
     assert all(_chat(fleet).status_code == 200 for _ in range(2))
 
 
 def test_a_stream_whose_replica_dies_ends_with_an_error_event_then_done(fleet):
-    _wait_until(lambda: all(r["status"] == "ready" for r in _instances(fleet)), 120, "both replicas")
+    wait_until(lambda: all(r["status"] == "ready" for r in _instances(fleet)), 120, "both replicas")
     body = {"model": "twin", "stream": True, "max_tokens": 300, "temperature": 0,
             "messages": [{"role": "user", "content": "List words."}], "regex_pattern": "(word ){300}"}
     lines: list[str] = []
@@ -152,19 +133,19 @@ def test_a_stream_whose_replica_dies_ends_with_an_error_event_then_done(fleet):
     assert lines[-1] == "[DONE]"
     error = json.loads(lines[-2])["error"]
     assert error["type"] == "service_unavailable" and "Ray actor" in error["message"]
-    _wait_until(lambda: all(r["status"] == "ready" for r in _instances(fleet)), 120, "the replica to come back")
+    wait_until(lambda: all(r["status"] == "ready" for r in _instances(fleet)), 120, "the replica to come back")
 
 
 def test_removing_a_model_deletes_its_actors(fleet, gguf, named_actors):
     r = httpx.post(fleet + "/add_model", json={"model_id": gguf, "model_name": "extra", "n_parallel": 1,
                                                "max_seq_len": 256, "n_threads": 1})
     assert r.status_code == 200
-    _wait_until(lambda: any(x["model_name"] == "extra" and x["status"] == "ready" for x in _instances(fleet)), 120,
+    wait_until(lambda: any(x["model_name"] == "extra" and x["status"] == "ready" for x in _instances(fleet)), 120,
                 "the added model to load")
     assert any(name.startswith("gallama:extra:") for name in named_actors())
     assert _chat(fleet, "extra").status_code == 200
     assert httpx.post(fleet + "/remove_model", json={"model_name": "extra"}).json()["instances"] == 1
-    _wait_until(lambda: not any(n.startswith("gallama:extra:") for n in named_actors()), 30,
+    wait_until(lambda: not any(n.startswith("gallama:extra:") for n in named_actors()), 30,
                 "the removed model's actor to go")
 
 
@@ -174,11 +155,11 @@ def test_the_front_leaves_no_actor_behind(gguf, ray_head, ray_env, logs, named_a
                                 env={**ray_env, "GALLAMA_HOME_PATH": os.environ.get("GALLAMA_HOME_PATH", "")},
                                 log_path=logs / f"ray-brief-{how.name}.log", timeout=240)
     try:
-        row = _wait_until(lambda: next((r for r in _instances(url) if r["status"] == "ready"), None), 120, "load")
+        row = wait_until(lambda: next((r for r in _instances(url) if r["status"] == "ready"), None), 120, "load")
         assert any(n.startswith("gallama:brief:") for n in named_actors())
     finally:
         process.send_signal(how)
         process.wait(timeout=60)
-    _wait_until(lambda: not any(n.startswith("gallama:brief:") for n in named_actors()), 60,
+    wait_until(lambda: not any(n.startswith("gallama:brief:") for n in named_actors()), 60,
                 "the front's actors to be removed")
-    _wait_until(lambda: not _alive(row["pid"]), 30, "the actor's process to exit")
+    wait_until(lambda: not process_alive(row["pid"]), 30, "the actor's process to exit")
