@@ -98,6 +98,16 @@ async def _streamed(http, body) -> tuple[dict, str | None, str]:
     return calls, finish, content
 
 
+async def _first_call(http, body, stream: bool) -> tuple[str, str | None, dict | None]:
+    """The first tool call's arguments and the finish reason, streamed or not (and the whole answer when not)."""
+    if stream:
+        calls, finish, _ = await _streamed(http, body)
+        return calls[0]["arguments"], finish, None
+    answer = (await http.post("/v1/chat/completions", json=body)).json()
+    return (answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+            answer["choices"][0]["finish_reason"], answer)
+
+
 VARIED = " ".join(f"word{i}" for i in range(300))  # text that never repeats itself
 CALL_START = '<tool_call>\n{"name": "write_report", "arguments": '
 
@@ -106,13 +116,8 @@ CALL_START = '<tool_call>\n{"name": "write_report", "arguments": '
 async def test_a_call_the_budget_cuts_ends_valid_within_it(scripted, stream):
     scripted.backend.script = CALL_START + '{"title": "Rome", "body": "' + VARIED
     body = _body(tools=[TOOL], tool_choice="required", max_tokens=64)
-    if stream:
-        calls, finish, _ = await _streamed(scripted, body)
-        arguments = calls[0]["arguments"]
-    else:
-        answer = (await scripted.post("/v1/chat/completions", json=body)).json()
-        finish = answer["choices"][0]["finish_reason"]
-        arguments = answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    arguments, finish, answer = await _first_call(scripted, body, stream)
+    if answer is not None:
         assert answer["usage"]["completion_tokens"] <= 64
     jsonschema.validate(json.loads(arguments), REPORT)
     assert finish == "length"
@@ -140,13 +145,7 @@ async def test_a_value_that_repeats_itself_is_closed_there(scripted, stream):
     """No budget at all: a string that loops is closed by the repetition watch, not by the context's end."""
     scripted.backend.script = CALL_START + '{"title": "Cats", "body": "' + "the cat sat " * 400
     body = _body(tools=[TOOL], tool_choice="required")
-    if stream:
-        calls, finish, _ = await _streamed(scripted, body)
-        arguments = calls[0]["arguments"]
-    else:
-        answer = (await scripted.post("/v1/chat/completions", json=body)).json()
-        finish = answer["choices"][0]["finish_reason"]
-        arguments = answer["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    arguments, finish, _ = await _first_call(scripted, body, stream)
     value = json.loads(arguments)
     jsonschema.validate(value, REPORT)
     assert finish == "tool_calls" and len(value["body"]) < 400  # closed after a few copies
