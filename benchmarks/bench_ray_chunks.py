@@ -62,6 +62,11 @@ def _cpu() -> float:
     return times.user + times.system
 
 
+def _items(worker) -> int:
+    """Ray only: the stream items the front has read (each carries the chunks of one or more engine steps)."""
+    return getattr(getattr(worker, "channel", None), "items_received", 0)
+
+
 async def _stream(backend, tokens: int) -> int:
     from gallama_core.models.backend import GenerationRequest
 
@@ -86,7 +91,7 @@ async def transport(kind: str, address: str | None, folder: str, step_ms: float,
         from gallama_ray.launcher import RayLauncher
         from gallama_ray.settings import RaySection
 
-        launcher = RayLauncher(address, RaySection(runtime_env={"env_vars": env_vars}), log_level="warning")
+        launcher = RayLauncher(address, RaySection(), log_level="warning")  # its runtime_env is set per run
     results = {}
     for label, step, n, count in (("max", 0.0, 1, tokens * 4), ("paced", step_ms, streams, tokens)):
         os.environ["STANDIN_STEP_MS"] = env_vars["STANDIN_STEP_MS"] = str(step)
@@ -97,13 +102,12 @@ async def transport(kind: str, address: str | None, folder: str, step_ms: float,
         try:
             await _stream(worker.backend, 8)  # warm
             cpu, start = _cpu(), time.perf_counter()
-            items = getattr(getattr(worker, "channel", None), "items_received", 0)
+            items = _items(worker)
             chunks = sum(await asyncio.gather(*(_stream(worker.backend, count) for _ in range(n))))
             wall, cpu = time.perf_counter() - start, _cpu() - cpu
         finally:
             await worker.stop()
-        channel = getattr(worker, "channel", None)
-        items = getattr(channel, "items_received", 0) - items  # Ray only: stream items carrying those chunks
+        items = _items(worker) - items
         if label == "max":
             results.update(max_tokens_s=n * count / wall, max_chunks_s=chunks / wall, max_us_per_chunk=wall / chunks * 1e6)
         else:

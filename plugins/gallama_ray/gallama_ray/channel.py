@@ -104,10 +104,9 @@ class RayChannel:
         #: Why the stream ended, in words (e.g. Ray's ActorDiedError), or None while it runs / when it ended cleanly.
         self.error: str | None = None
         self.died = False
-        #: Items of the events stream read so far and their bytes (one item carries every message written since
-        #: the one before: what a chunk costs through Ray depends on how many share an item).
+        #: Items of the events stream read so far (one item carries every message written since the one before:
+        #: what a chunk costs through Ray depends on how many share an item; benchmarks/bench_ray_chunks.py).
         self.items_received = 0
-        self.bytes_received = 0
 
     def send_nowait(self, message: dict[str, Any]) -> None:
         if not self._closed:
@@ -132,7 +131,6 @@ class RayChannel:
             async for ref in self._stream:
                 data = await ref
                 self.items_received += 1
-                self.bytes_received += len(data)
                 self._unpacker.feed(data)
                 for message in self._unpacker:
                     yield message
