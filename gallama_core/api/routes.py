@@ -73,7 +73,7 @@ def core_router(state: AppState) -> APIRouter:
             if statuses.get(instance.name) != "ready":
                 statuses[instance.name] = instance.status
         body = {"models": statuses, "instances": [
-            {"model_name": i.name, "status": i.status, "location": i.worker.location if i.worker else None}
+            {"model_name": i.name, "status": i.status, "location": i.location}
             for i in models.instances]}
         if state.draining:
             return JSONResponse({"status": "draining", **body}, status_code=503)

@@ -86,10 +86,15 @@ class ModelInstance:
     def pid(self) -> int | None:
         return self.worker.pid if self.worker is not None else None
 
+    @property
+    def location(self) -> str | None:
+        """Where its worker runs (``local``, a Ray node...); None while it has none."""
+        return self.worker.location if self.worker is not None else None
+
     def describe(self) -> dict:
         """One row of ``/list_loaded_models``."""
         return {"model_name": self.name, "backend": self.settings.backend, "kind": self.kind, "status": self.status,
-                "pid": self.pid, "location": self.worker.location if self.worker is not None else None,
+                "pid": self.pid, "location": self.location,
                 "active": self.active, "served": self.served, "restarts": self.restarts, "progress": self.progress,
                 "error": self.error, "model_id": self.settings.model_id}
 
