@@ -96,6 +96,7 @@ def create_app(state: AppState, models: list[ModelSettings] | None = None,
     app = FastAPIOffline(title="gallama", description="OpenAI-compatible server for local agentic work",
                          lifespan=lifespan, static_url=DOCS_ASSETS)
     app.state.gallama = state
+    app.state.surface = surface
     state.telemetry = Telemetry(state.models, log_prompts=log_prompts)
 
     @app.exception_handler(GallamaError)

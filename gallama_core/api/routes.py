@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from gallama_core.api.security import may_manage
 from gallama_core.api.request_io import read_json, sse_event, sse_response, unless_disconnected
 from gallama_core.api.state import AppState
 from gallama_core.config import (check_requested_model, load_model_config, model_dirs,
@@ -63,18 +64,20 @@ def core_router(state: AppState) -> APIRouter:
         return [instance.describe() for instance in state.models.instances]
 
     @router.get("/health", tags=["server"])
-    async def health():
+    async def health(request: Request):
         """200 while at least one model can serve (503 while the models given at start-up load, or when none
-        can serve); the body gives each model's state (ready when one of its instances is) and each instance's
-        state and where its worker runs (``local``, or a Ray node)."""
+        can serve); the body gives each model's state (ready when one of its instances is) and, to a caller who
+        may manage models (the admin key, or no keys on loopback), each instance's state and where its worker
+        runs (``local``, or a Ray node): /health is public, the cluster's layout is not."""
         models = state.models
         statuses = {}
         for instance in models.instances:
             if statuses.get(instance.name) != "ready":
                 statuses[instance.name] = instance.status
-        body = {"models": statuses, "instances": [
-            {"model_name": i.name, "status": i.status, "location": i.location}
-            for i in models.instances]}
+        body = {"models": statuses}
+        if may_manage(getattr(request.app.state, "surface", None), request.scope):
+            body["instances"] = [{"model_name": i.name, "status": i.status, "location": i.location}
+                                 for i in models.instances]
         if state.draining:
             return JSONResponse({"status": "draining", **body}, status_code=503)
         if models.starting:

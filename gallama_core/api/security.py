@@ -12,7 +12,8 @@ In this order, for every HTTP request:
    management routes (``/add_model``, ``/remove_model``, routes tagged ``management``) need the admin key, sent
    as ``Authorization: Bearer KEY`` or ``x-api-key: KEY`` and compared in constant time. Without any key,
    management is refused unless the server listens on loopback (where the Host check holds). Public without
-   a key: ``GET /health``, the API docs (``/docs``, ``/redoc``, ``/openapi.json``, their assets) and GET routes tagged
+   a key: ``GET /health`` (its per-instance list, which names hosts, only for a caller who may manage models),
+   the API docs (``/docs``, ``/redoc``, ``/openapi.json``, their assets) and GET routes tagged
    ``public`` (a plugin's static web UI).
 4. **Content type**: a POST needs ``application/json`` (415 otherwise): a browser can then not send one as a
    "simple request" without a CORS preflight.
@@ -96,6 +97,19 @@ def presented_key(scope) -> str | None:
     return _header(scope, b"x-api-key")
 
 
+def management_refusal(config: SurfaceConfig, key: str | None) -> str | None:
+    """Why a caller presenting ``key`` may not manage models: ``"unauthorized"`` (the admin key is set and was not
+    presented), ``"disabled"`` (keys are set but no admin key, or no key on a non-loopback bind), None if it may."""
+    if config.admin_keys:
+        return None if key is not None and _matches(key, config.admin_keys) else "unauthorized"
+    return "disabled" if config.keys_set or not config.loopback else None
+
+
+def may_manage(config: SurfaceConfig | None, scope) -> bool:
+    """Whether this request could call the management routes (every request may without a surface: unit tests)."""
+    return config is None or management_refusal(config, presented_key(scope)) is None
+
+
 def normalized_path(path: str) -> str:
     """``//v1//models/`` → ``/v1/models`` (what the router would also treat as one route)."""
     parts = [p for p in path.split("/") if p]
@@ -151,10 +165,10 @@ class SurfaceMiddleware:
                                 headers=[(b"connection", b"close")])
         key = presented_key(scope)
         if kind == "management":
-            if config.admin_keys:
-                if key is None or not _matches(key, config.admin_keys):
-                    return await self._unauthorized(scope, send, "this route needs the admin key")
-            elif config.keys_set or not config.loopback:
+            refusal = management_refusal(config, key)
+            if refusal == "unauthorized":
+                return await self._unauthorized(scope, send, "this route needs the admin key")
+            if refusal == "disabled":
                 return await _reply(scope, send, 403, "model management is disabled: start the server with --admin-key "
                                     "(or listen on loopback without keys)", "permission_error", "management_disabled")
         elif kind == "inference" and config.keys_set:

@@ -77,7 +77,11 @@ def test_keys_on_inference_and_management(keyed_server, gguf):
               "authentication_error")
     assert httpx.get(keyed_server + "/list_loaded_models", headers={"x-api-key": ADMIN_KEY}).status_code == 200
     health = httpx.get(keyed_server + "/health")
-    assert health.status_code == 200 and set(health.json()) <= {"status", "models"}
+    assert health.status_code == 200 and set(health.json()) <= {"status", "models"}  # no hosts to the public
+    for key in (API_KEY, "sk-wrong"):
+        assert "instances" not in httpx.get(keyed_server + "/health", headers={"x-api-key": key}).json()
+    admin = httpx.get(keyed_server + "/health", headers={"x-api-key": ADMIN_KEY}).json()
+    assert [(i["model_name"], i["location"]) for i in admin["instances"]] == [("smol", "local")]
 
 
 def test_host_header_check_stops_dns_rebinding(open_server):
