@@ -255,44 +255,78 @@ class ToolCallParser:
 
 @dataclass
 class RepeatGuard:
-    """Drops a call that repeats an earlier call of the same answer (same name, same arguments) and says the
-    answer is complete there: a weak model under ``required`` otherwise fills every allowed call with copies
-    (or with a cycle of two calls), and an agent would run the same tool again and again.
+    """Drops a call that repeats an earlier call of the same answer and says the answer is complete there: a
+    weak model under ``required`` otherwise fills every allowed call with copies (or with a cycle of two calls),
+    and an agent would run the same tool again and again.
 
-    The deltas of a call that could still become such a copy (same name as an earlier call, arguments so far a
-    prefix of that call's) are held back until it differs from all of them (then they are sent) or completes as
-    a copy (then it is dropped)."""
+    A repeat is the same tool with the same arguments, or with arguments that only add or leave out some that
+    the earlier call had (every argument both give equal, strings compared without case and outer spaces):
+    ``get_weather(Paris)`` then ``get_weather(Paris, unit=celsius)``. A call to the same tool with a different
+    value (``get_weather(London)``) is a call of its own. The deltas of a later call to a tool already called
+    are held back until that call is complete (then they are sent, or dropped with the rest of the answer)."""
 
     held: list[ToolCallDelta] = field(default_factory=list)
     suspect: int | None = None  # index of the call whose deltas are held
 
     @staticmethod
-    def _could_copy(calls: list[dict[str, str]], index: int) -> bool:
+    def _normal(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().casefold()
+        if isinstance(value, dict):
+            return {k: RepeatGuard._normal(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [RepeatGuard._normal(v) for v in value]
+        return value
+
+    @classmethod
+    def repeats(cls, calls: list[dict[str, str]], index: int) -> bool:
+        """Whether call ``index`` repeats an earlier call (see the class)."""
         call = calls[index]
-        return any(c["name"] == call["name"] and c["arguments"].startswith(call["arguments"]) for c in calls[:index])
+        try:
+            mine = cls._normal(json.loads(call["arguments"] or "{}"))
+        except ValueError:
+            return False
+        for earlier in calls[:index]:
+            if earlier["name"] != call["name"]:
+                continue
+            try:
+                theirs = cls._normal(json.loads(earlier["arguments"] or "{}"))
+            except ValueError:
+                continue
+            if mine == theirs:
+                return True
+            if isinstance(mine, dict) and isinstance(theirs, dict) and (mine.keys() <= theirs.keys()
+                                                                      or theirs.keys() <= mine.keys()):
+                if all(mine[k] == theirs[k] for k in mine.keys() & theirs.keys()):
+                    return True
+        return False
+
+    def _resolve(self, calls: list[dict[str, str]], out: list[ToolCallDelta]) -> bool:
+        """The held call is complete: drop it and what follows when it repeats (True), else send it."""
+        index, held = self.suspect, self.held
+        self.suspect, self.held = None, []
+        if self.repeats(calls, index):
+            del calls[index:]
+            return True
+        out += held
+        return False
 
     def filter(self, deltas: list[ToolCallDelta], parser: ToolCallParser) -> tuple[list[ToolCallDelta], bool]:
-        """The deltas to send, and whether the answer ended with a dropped copy."""
+        """The deltas to send, and whether the answer ended with a dropped repeat."""
         out: list[ToolCallDelta] = []
         calls = parser.calls
         for delta in deltas:
             index = delta.index
-            if delta.id is not None and index > 0 and self._could_copy(calls, index):
+            if self.suspect is not None and index > self.suspect and self._resolve(calls, out):
+                return out, True  # the held call ended where the next began, and it was a repeat
+            if delta.id is not None and any(c["name"] == calls[index]["name"] for c in calls[:index]):
                 self.suspect, self.held = index, []
-            if index != self.suspect:
+            if index == self.suspect:
+                self.held.append(delta)
+            else:
                 out.append(delta)
-                continue
-            self.held.append(delta)
-            if not self._could_copy(calls, index):
-                out += self.held  # it differs: an ordinary call after all
-                self.suspect, self.held = None, []
-        if self.suspect is not None:
-            complete = self.suspect < len(calls) - 1 or not parser._in_args
-            call = calls[self.suspect]
-            if complete and any(c["name"] == call["name"] and c["arguments"] == call["arguments"]
-                                for c in calls[:self.suspect]):
-                del calls[self.suspect:]
-                self.held = []
+        if self.suspect is not None and (self.suspect < len(calls) - 1 or not parser._in_args):
+            if self._resolve(calls, out):
                 return out, True
         return out, False
 

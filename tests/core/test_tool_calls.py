@@ -207,3 +207,31 @@ def test_a_copy_cut_by_max_tokens_is_sent_as_generated():
     same = _call("weather", {"city": "Paris"})
     calls, cut = _guarded(same + "\n" + same[:-25])
     assert not cut and len(calls) == 2 and calls[1]["arguments"] == calls[0]["arguments"][:len(calls[1]["arguments"])]
+
+
+def test_a_call_that_only_adds_or_drops_arguments_is_a_repeat():
+    first = _call("weather", {"city": "Paris"})
+    for later in (_call("weather", {"city": "Paris", "unit": "celsius"}), _call("weather", {"city": " paris"}),
+                  _call("weather", {})):
+        calls, cut = _guarded("\n".join([first, later, _call("weather", {"city": "Rome"})]), piece=2)
+        assert cut and [c["arguments"] for c in calls] == ['{"city": "Paris"}'], later
+    wider = _call("weather", {"city": "Paris", "unit": "celsius"})
+    calls, cut = _guarded("\n".join([wider, first]))
+    assert cut and len(calls) == 1
+
+
+def test_same_tool_with_another_value_streams_once_complete():
+    from gallama_core.pipeline.tool_calls import RepeatGuard, ToolCallParser
+
+    text = "\n".join([_call("weather", {"city": "Paris", "unit": "celsius"}),
+                      _call("weather", {"city": "Paris", "unit": "fahrenheit"})])
+    calls, cut = _guarded(text, piece=1)
+    assert not cut and [c["arguments"] for c in calls] == ['{"city": "Paris", "unit": "celsius"}',
+                                                           '{"city": "Paris", "unit": "fahrenheit"}']
+    parser, guard = ToolCallParser(), RepeatGuard()
+    sent_before_end = []
+    second = text.index("\n<tool_call>")
+    for ch in text[:-len("</tool_call>")]:
+        deltas, _ = guard.filter(parser.feed(ch)[1], parser)
+        sent_before_end += [d for d in deltas if d.index == 1]
+    assert second > 0 and not sent_before_end  # held until it is complete and known not to repeat
