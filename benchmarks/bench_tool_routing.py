@@ -10,6 +10,11 @@ It prints, per variant and category, how often the decision was right: "call" in
 "text" in ``irrelevance`` (the abstention rate). ``live`` is the question the server asks today.
 
     python benchmarks/bench_tool_routing.py [--gguf PATH] [--limit N] [--variants live tool-first ...]
+    python benchmarks/bench_tool_routing.py --followup [--limit N]
+
+``--followup`` measures the question asked after tool results instead (an agent's loop: call, result, answer): for
+every call case, the history holds the expected calls and a result for each ("done": the right decision is to
+answer) or, where several calls are expected, only the first ("partial": the right decision is another call).
 
 A variant that wins here is then checked through the whole pipeline with benchmarks/bench_tool_calls.py.
 """
@@ -52,12 +57,60 @@ def variants(specs: list[dict]) -> dict[str, tuple[str, list[str], Callable[[str
     }
 
 
-def decide(client, url: str, specs: list[dict], prompt: str, question: str, choices: list[str]) -> str:
+def followup_variants() -> dict[str, tuple[str, list[str], Callable[[str], bool]]]:
+    """The questions asked after tool results; ``live`` is the server's."""
+    from gallama_core.pipeline.features.function_calling import FOLLOW_UP
+
+    return {
+        "live": (FOLLOW_UP.question, list(FOLLOW_UP.choices), FOLLOW_UP.calls),
+        "tool-first": ("\n\nIs another tool needed, or do these results answer my question? Say 'tool' or 'answer'.",
+                       ["tool", "answer"], lambda t: t == "tool"),
+        "first-question": ("\n\nShould I use a tool, or answer directly? Say 'tool' or 'answer'.", ["tool", "answer"],
+                           lambda t: t == "tool"),
+        "yes-no": ("\n\nIs another tool call still needed to answer my question? Answer yes or no.", ["yes", "no"],
+                   lambda t: t == "yes"),
+        "enough": ("\n\nAre these results enough to answer my question? Answer yes or no.", ["yes", "no"],
+                   lambda t: t == "no"),
+        "answer-now": ("\n\nCan I answer now, or should I call another tool? Say 'answer' or 'tool'.", ["answer", "tool"],
+                       lambda t: t == "tool"),
+    }
+
+
+def after_calls(prompt: str, calls: list[tuple[str, dict]]) -> list[dict]:
+    """The user's prompt, the assistant's ``calls`` and a result for each, rendered as the pipeline renders
+    history for a template without a tool role (SmolLM2's)."""
+    import json
+
+    from gallama_core.pipeline.features.function_calling import render_history
+
+    made = [{"id": f"c{i}", "type": "function", "function": {"name": name, "arguments": json.dumps(args)}}
+            for i, (name, args) in enumerate(calls)]
+    results = [{"role": "tool", "tool_call_id": f"c{i}",
+                "content": f"{name} returned: " + ", ".join(f"{k}={v}" for k, v in args.items()) + ": done."}
+               for i, (name, args) in enumerate(calls)]
+    return render_history([{"role": "user", "content": prompt},
+                           {"role": "assistant", "content": None, "tool_calls": made}, *results], tool_role=False)
+
+
+def situations(category: str, case: dict, followup: bool) -> list[tuple[str, list[dict], bool]]:
+    """(column, messages, whether a call is right) for one case: after the user's turn, or after tool results."""
+    expected = case["expected"]
+    if not followup:
+        return [(category, [{"role": "user", "content": case["prompt"]}], bool(expected))]
+    if not expected:
+        return []
+    done = [(f"{category}/done", after_calls(case["prompt"], expected), False)]
+    return done + ([(f"{category}/partial", after_calls(case["prompt"], expected[:1]), True)] if len(expected) > 1 else [])
+
+
+
+def decide(client, url: str, specs: list[dict], messages: list[dict], question: str, choices: list[str]) -> str:
     from gallama_core.pipeline.tool_calls import tool_prompt
 
+    messages = [dict(m) for m in messages]
+    messages[-1]["content"] += question
     body = {"model": "bench", "temperature": 0, "max_tokens": 16,
-            "messages": [{"role": "system", "content": tool_prompt(specs, "auto")},
-                         {"role": "user", "content": prompt + question}],
+            "messages": [{"role": "system", "content": tool_prompt(specs, "auto")}, *messages],
             "regex_pattern": "(" + "|".join(re.escape(c) for c in choices) + ")"}
     response = client.post(url + "/v1/chat/completions", json=body, timeout=300)
     response.raise_for_status()
@@ -74,6 +127,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="cases per category (default: all 20)")
     parser.add_argument("--variants", nargs="+", default=None, help="variant names (default: all)")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
+    parser.add_argument("--followup", action="store_true", help="the question asked after tool results")
     args = parser.parse_args()
 
     gguf = args.gguf or smollm2_gguf()
@@ -89,25 +143,29 @@ def main() -> None:
                 for case in items[:args.limit]:
                     specs = [{"name": t["function"]["name"], "description": t["function"]["description"],
                               "parameters": t["function"]["parameters"]} for t in case["tools"]]
-                    seen[category] += 1
-                    for name, (question, choices, calls) in variants(specs).items():
-                        if args.variants and name not in args.variants:
-                            continue
-                        answer = decide(client, url, specs, case["prompt"], question, choices)
-                        right.setdefault(name, Counter())[category] += calls(answer) == bool(case["expected"])
+                    questions = followup_variants() if args.followup else variants(specs)
+                    for column, messages, call_is_right in situations(category, case, args.followup):
+                        seen[column] += 1
+                        for name, (question, choices, calls) in questions.items():
+                            if args.variants and name not in args.variants:
+                                continue
+                            answer = decide(client, url, specs, messages, question, choices)
+                            right.setdefault(name, Counter())[column] += calls(answer) == call_is_right
     finally:
         process.terminate()
         process.wait(timeout=60)
-    categories = list(seen)
+    columns = list(seen)
+    what = "after tool results" if args.followup else "irrelevance = abstention"
     print(f"\n### {Path(gguf).name}: routing decisions right, per category ({time.perf_counter() - started:.0f} s; "
-          "irrelevance = abstention)\n")
-    print("| variant | " + " | ".join(f"{c} ({seen[c]})" for c in categories) + " | calls, all four |")
-    print("|---" * (len(categories) + 2) + "|")
+          f"{what})\n")
+    last = "all" if args.followup else "calls, all four"
+    print("| variant | " + " | ".join(f"{c} ({seen[c]})" for c in columns) + f" | {last} |")
+    print("|---" * (len(columns) + 2) + "|")
     for name, counts in right.items():
-        call_cases = sum(seen[c] for c in categories if c != "irrelevance")
-        call_right = sum(counts[c] for c in categories if c != "irrelevance")
-        print(f"| {name} | " + " | ".join(f"{100 * counts[c] / seen[c]:.0f}%" for c in categories)
-              + f" | {100 * call_right / max(1, call_cases):.0f}% |")
+        summed = [c for c in columns if args.followup or c != "irrelevance"]
+        total = sum(counts[c] for c in summed) / max(1, sum(seen[c] for c in summed))
+        print(f"| {name} | " + " | ".join(f"{100 * counts[c] / seen[c]:.0f}%" for c in columns)
+              + f" | {100 * total:.0f}% |")
 
 
 if __name__ == "__main__":

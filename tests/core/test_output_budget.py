@@ -1,5 +1,6 @@
 """Structured output that ends valid within max_tokens: the reserve kept back for the closing text, the
-repetition watch, default caps, bare-JSON call recovery, output_limits (request field), on a scripted backend."""
+repetition watch, default caps, bare-JSON call recovery, output_limits (request field), the routing question of
+``auto``, on a scripted backend."""
 
 from __future__ import annotations
 
@@ -252,3 +253,26 @@ async def test_response_format_grammar_closes_objects_like_the_completion(script
     bad = {"type": "json_schema", "json_schema": {"name": "r", "schema": {"type": "string", "minLength": "x"}}}
     r = await scripted.post("/v1/chat/completions", json=_body(response_format=bad))
     assert r.status_code == 400 and r.json()["error"]["param"] == "response_format.json_schema.schema"
+
+
+async def test_auto_routing_asks_about_the_results_after_a_tool_turn(scripted):
+    """After a user's turn the routing pass asks whether to use a tool; after tool results it asks whether they
+    answer the question (answer named first), at the end of the results' turn: a model that cannot tell answers
+    from them instead of calling the same tool again, turn after turn."""
+    from gallama_core.pipeline.features.function_calling import FOLLOW_UP, ROUTING
+
+    scripted.backend.script = "It is sunny."
+    first = _body(tools=[WEATHER], messages=[{"role": "user", "content": "Weather in Oslo?"}])
+    assert (await scripted.post("/v1/chat/completions", json=first)).status_code == 200
+    route = scripted.backend.requests[-2]
+    assert route.request_id.endswith("-route") and ROUTING.question.strip() in route.prompt
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"location": "Oslo"}'}}
+    after = _body(tools=[WEATHER], messages=[{"role": "user", "content": "Weather in Oslo?"},
+                                             {"role": "assistant", "content": None, "tool_calls": [call]},
+                                             {"role": "tool", "tool_call_id": "c1", "content": "sunny, 21 C"}])
+    answer = (await scripted.post("/v1/chat/completions", json=after)).json()
+    route = scripted.backend.requests[-2]
+    assert route.request_id.endswith("-route") and ROUTING.question.strip() not in route.prompt
+    # the question follows the tool's result, not the user's earlier question
+    assert route.prompt.index("sunny, 21 C") < route.prompt.index(FOLLOW_UP.question.strip())
+    assert FOLLOW_UP.choices[0] == "answer" and answer["choices"][0]["message"]["content"] == "It is sunny."

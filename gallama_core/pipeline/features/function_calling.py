@@ -97,6 +97,7 @@ def render_history(messages: list[dict[str, Any]], tool_role: bool) -> list[dict
 def gallama_preprocess_request(ctx):
     if ctx.endpoint != "chat":
         return
+    routing = routing_question(ctx.messages)  # read before the history is rendered (tool turns may become user's)
     if any(m["role"] == "tool" or m.get("tool_calls") for m in ctx.messages):
         ctx.messages = render_history(ctx.messages, _template_knows_tool_role(ctx))
     request = ctx.request
@@ -117,7 +118,7 @@ def gallama_preprocess_request(ctx):
     state = {"mode": mode, "schemas": schemas, "limits": limits,
              "all_schemas": {spec["name"]: close_objects(spec["parameters"]) for spec in specs},
              # tokens kept back from sampling for the text that ends a call the budget cuts
-             "reserve": closing_reserve(schemas.values(), ctx.max_tokens)}
+             "reserve": closing_reserve(schemas.values(), ctx.max_tokens), "routing": routing}
     if mode == "auto":
         state["required_grammar"] = grammar(False)
     ctx.state[STATE_KEY] = state
@@ -125,9 +126,9 @@ def gallama_preprocess_request(ctx):
 
 @dataclass(frozen=True)
 class RoutingQuestion:
-    """What the routing pass asks: ``question`` is appended to the last user turn, the answer is constrained to
-    one of ``choices``, and ``tool_word`` is the choice that means "call a tool". (benchmarks/bench_tool_routing.py
-    compares this question with others on each category of cases.)"""
+    """What the routing pass asks: ``question`` is appended to the conversation's last turn, the answer is
+    constrained to one of ``choices``, and ``tool_word`` is the choice that means "call a tool".
+    (benchmarks/bench_tool_routing.py compares these questions with others on each category of cases.)"""
 
     question: str
     choices: tuple[str, ...]
@@ -136,34 +137,50 @@ class RoutingQuestion:
     def calls(self, answer: str) -> bool:
         return answer.strip() == self.tool_word
 
+    @property
+    def grammar(self):
+        return compile_constraints([ChoiceConstraint(param="tool_choice", choices=self.choices)])
 
-#: Measured with benchmarks/bench_tool_routing.py (docs/performance.md): with the tool named first, SmolLM2 took
-#: the right decision on every prompt that needed a call (50% when "answer" came first) and abstained on 40% of
-#: those that needed none (50%): a weak model leans to the option it reads first, and a missed call costs an agent
-#: more than an unneeded one.
+
+#: Asked after a user's turn. Measured with benchmarks/bench_tool_routing.py (docs/performance.md): with the tool
+#: named first, SmolLM2 took the right decision on every prompt that needed a call (50% when "answer" came first)
+#: and abstained on 40% of those that needed none (50%): a weak model leans to the option it reads first, and a
+#: missed call costs an agent more than an unneeded one.
 ROUTING = RoutingQuestion("\n\nShould I use a tool, or answer directly? Say 'tool' or 'answer'.", ("tool", "answer"),
                           "tool")
-ROUTING_GRAMMAR = compile_constraints([ChoiceConstraint(param="tool_choice", choices=ROUTING.choices)])
+#: Asked when the last turn holds tool results (an agent's loop: call, result, then the answer). Here the answer
+#: comes first: a model that cannot tell (SmolLM2 takes the first option whichever it is, measured with
+#: ``bench_tool_routing.py --followup``) then answers from the results instead of calling the same tool again
+#: until the agent's turn limit or the context runs out; a model that can tell reads a question about the
+#: results it was given.
+FOLLOW_UP = RoutingQuestion("\n\nDo these results answer my question, or is another tool needed? "
+                            "Say 'answer' or 'tool'.", ("answer", "tool"), "tool")
+_GRAMMARS = {question: question.grammar for question in (ROUTING, FOLLOW_UP)}
 
 
-async def decide_tool_use(ctx) -> bool:
-    """The routing pass of tool_choice="auto": a greedy one-word answer to 'answer or tool?' for the last
-    user turn. Weak models rarely start a tool call on their own; asked directly, they choose well enough,
-    and the call that follows is still fully constrained."""
+def routing_question(messages: list[dict[str, Any]]) -> RoutingQuestion:
+    """The follow-up question when the conversation ends with tool results, else the first one."""
+    return FOLLOW_UP if messages and messages[-1]["role"] == "tool" else ROUTING
+
+
+async def decide_tool_use(ctx, question: RoutingQuestion) -> bool:
+    """The routing pass of tool_choice="auto": a greedy one-word answer to ``question``, appended to the
+    conversation's last user or tool turn. Weak models rarely start a tool call on their own; asked directly,
+    they choose well enough, and the call that follows is still fully constrained."""
     messages = [dict(m) for m in ctx.messages]
-    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-    if last_user is None:
+    last = max((i for i, m in enumerate(messages) if m["role"] in ("user", "tool")), default=None)
+    if last is None:
         return False
-    messages[last_user]["content"] = (messages[last_user].get("content") or "") + ROUTING.question
+    messages[last]["content"] = (messages[last].get("content") or "") + question.question
     request = GenerationRequest(prompt=render_chat_prompt(ctx, messages), max_tokens=4,
-                                sampling=SamplingParams(temperature=0.0), grammar=ROUTING_GRAMMAR,
+                                sampling=SamplingParams(temperature=0.0), grammar=_GRAMMARS[question],
                                 request_id=ctx.request_id + "-route")
     chunks = ctx.backend.generate(request)
     try:
         text = "".join([chunk.text async for chunk in chunks])
     finally:
         await chunks.aclose()
-    return ROUTING.calls(text)
+    return question.calls(text)
 
 
 def _keep_back_reserve(request, state) -> None:
@@ -183,7 +200,7 @@ def gallama_generate(ctx, request):
         return None  # the default generation runs it
 
     async def routed():
-        if await decide_tool_use(ctx):
+        if await decide_tool_use(ctx, state["routing"]):
             request.grammar = state["required_grammar"]
             _keep_back_reserve(request, state)
         chunks = ctx.backend.generate(request)
