@@ -3,7 +3,8 @@
 The load never shares an interpreter with the server it measures: ``run_load`` starts ``processes`` client
 processes (spawned, not forked), each driving its share of the concurrent streams with one asyncio httpx client
 through ``POST /v1/chat/completions`` (``stream: true``, usage in the last chunk), exactly as an OpenAI client
-does. All processes start together on a barrier; the result is the aggregate output tokens/s over the wall time
+does. Each process first sends one unmeasured one-token request per stream (its connections open, the client's
+own first-request work done, as in a long-lived client), then all processes start together on a barrier; the result is the aggregate output tokens/s over the wall time
 from the first request to the last token, and TTFT percentiles over every request.
 
     from http_load import run_load
@@ -60,6 +61,8 @@ def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool,
                 while queue:
                     out.append(await _one(http, url, queue.pop()))
 
+            warm = {**bodies[0], "max_tokens": 1}
+            await asyncio.gather(*[_one(http, url, warm) for _ in range(min(streams, len(bodies)))])
             barrier.wait()
             await asyncio.gather(*[lane() for _ in range(streams)])
             return out
