@@ -63,14 +63,14 @@ def followup_variants() -> dict[str, tuple[str, list[str], Callable[[str], bool]
 
     return {
         "live": (FOLLOW_UP.question, list(FOLLOW_UP.choices), FOLLOW_UP.calls),
-        "tool-first": ("\n\nIs another tool needed, or do these results answer my question? Say 'tool' or 'answer'.",
+        "tool-or-answer": ("\n\nIs another tool needed, or do these results answer my question? Say 'tool' or 'answer'.",
                        ["tool", "answer"], lambda t: t == "tool"),
         "first-question": ("\n\nShould I use a tool, or answer directly? Say 'tool' or 'answer'.", ["tool", "answer"],
                            lambda t: t == "tool"),
         "yes-no": ("\n\nIs another tool call still needed to answer my question? Answer yes or no.", ["yes", "no"],
                    lambda t: t == "yes"),
-        "enough": ("\n\nAre these results enough to answer my question? Answer yes or no.", ["yes", "no"],
-                   lambda t: t == "no"),
+        "answer-or-tool": ("\n\nDo these results answer my question, or is another tool needed? Say 'answer' or "
+                           "'tool'.", ["answer", "tool"], lambda t: t == "tool"),
         "answer-now": ("\n\nCan I answer now, or should I call another tool? Say 'answer' or 'tool'.", ["answer", "tool"],
                        lambda t: t == "tool"),
     }

@@ -148,13 +148,13 @@ class RoutingQuestion:
 #: missed call costs an agent more than an unneeded one.
 ROUTING = RoutingQuestion("\n\nShould I use a tool, or answer directly? Say 'tool' or 'answer'.", ("tool", "answer"),
                           "tool")
-#: Asked when the last turn holds tool results (an agent's loop: call, result, then the answer). Here the answer
-#: comes first: a model that cannot tell (SmolLM2 takes the first option whichever it is, measured with
-#: ``bench_tool_routing.py --followup``) then answers from the results instead of calling the same tool again
-#: until the agent's turn limit or the context runs out; a model that can tell reads a question about the
-#: results it was given.
-FOLLOW_UP = RoutingQuestion("\n\nDo these results answer my question, or is another tool needed? "
-                            "Say 'answer' or 'tool'.", ("answer", "tool"), "tool")
+#: Asked when the last turn holds tool results (an agent's loop: call, result, then the answer). Measured with
+#: ``bench_tool_routing.py --followup`` (docs/performance.md): SmolLM2 cannot tell results that answer the question
+#: from results that leave a call to make (every question's figures follow the option it reads first); this one
+#: led to the answer on every case where the results sufficed, where the first question led to the same call
+#: again, until the agent's turn limit or the context ran out.
+FOLLOW_UP = RoutingQuestion("\n\nAre these results enough to answer my question? Answer yes or no.", ("yes", "no"),
+                            "no")
 _GRAMMARS = {question: question.grammar for question in (ROUTING, FOLLOW_UP)}
 
 
