@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from gallama_core import hookimpl
@@ -137,8 +138,8 @@ class RoutingQuestion:
     def calls(self, answer: str) -> bool:
         return answer.strip() == self.tool_word
 
-    @property
-    def grammar(self):
+    @cached_property
+    def grammar(self) -> str:
         return compile_constraints([ChoiceConstraint(param="tool_choice", choices=self.choices)])
 
 
@@ -155,7 +156,6 @@ ROUTING = RoutingQuestion("\n\nShould I use a tool, or answer directly? Say 'too
 #: again, until the agent's turn limit or the context ran out.
 FOLLOW_UP = RoutingQuestion("\n\nAre these results enough to answer my question? Answer yes or no.", ("yes", "no"),
                             "no")
-_GRAMMARS = {question: question.grammar for question in (ROUTING, FOLLOW_UP)}
 
 
 def routing_question(messages: list[dict[str, Any]]) -> RoutingQuestion:
@@ -173,7 +173,7 @@ async def decide_tool_use(ctx, question: RoutingQuestion) -> bool:
         return False
     messages[last]["content"] = (messages[last].get("content") or "") + question.question
     request = GenerationRequest(prompt=render_chat_prompt(ctx, messages), max_tokens=4,
-                                sampling=SamplingParams(temperature=0.0), grammar=_GRAMMARS[question],
+                                sampling=SamplingParams(temperature=0.0), grammar=question.grammar,
                                 request_id=ctx.request_id + "-route")
     chunks = ctx.backend.generate(request)
     try:
