@@ -59,20 +59,19 @@ def variants(specs: list[dict]) -> dict[str, tuple[str, list[str], Callable[[str
 
 def followup_variants() -> dict[str, tuple[str, list[str], Callable[[str], bool]]]:
     """The questions asked after tool results; ``live`` is the server's."""
-    from gallama_core.pipeline.features.function_calling import FOLLOW_UP
+    from gallama_core.pipeline.features.function_calling import FOLLOW_UP, ROUTING
 
     return {
         "live": (FOLLOW_UP.question, list(FOLLOW_UP.choices), FOLLOW_UP.calls),
-        "tool-or-answer": ("\n\nIs another tool needed, or do these results answer my question? Say 'tool' or 'answer'.",
-                       ["tool", "answer"], lambda t: t == "tool"),
-        "first-question": ("\n\nShould I use a tool, or answer directly? Say 'tool' or 'answer'.", ["tool", "answer"],
-                           lambda t: t == "tool"),
+        "tool-or-answer": ("\n\nIs another tool needed, or do these results answer my question? Say 'tool' or "
+                           "'answer'.", ["tool", "answer"], lambda t: t == "tool"),
+        "first-question": (ROUTING.question, list(ROUTING.choices), ROUTING.calls),
         "yes-no": ("\n\nIs another tool call still needed to answer my question? Answer yes or no.", ["yes", "no"],
                    lambda t: t == "yes"),
         "answer-or-tool": ("\n\nDo these results answer my question, or is another tool needed? Say 'answer' or "
                            "'tool'.", ["answer", "tool"], lambda t: t == "tool"),
-        "answer-now": ("\n\nCan I answer now, or should I call another tool? Say 'answer' or 'tool'.", ["answer", "tool"],
-                       lambda t: t == "tool"),
+        "answer-now": ("\n\nCan I answer now, or should I call another tool? Say 'answer' or 'tool'.",
+                       ["answer", "tool"], lambda t: t == "tool"),
     }
 
 
@@ -99,9 +98,10 @@ def situations(category: str, case: dict, followup: bool) -> list[tuple[str, lis
         return [(category, [{"role": "user", "content": case["prompt"]}], bool(expected))]
     if not expected:
         return []
-    done = [(f"{category}/done", after_calls(case["prompt"], expected), False)]
-    return done + ([(f"{category}/partial", after_calls(case["prompt"], expected[:1]), True)] if len(expected) > 1 else [])
-
+    out = [(f"{category}/done", after_calls(case["prompt"], expected), False)]
+    if len(expected) > 1:
+        out.append((f"{category}/partial", after_calls(case["prompt"], expected[:1]), True))
+    return out
 
 
 def decide(client, url: str, specs: list[dict], messages: list[dict], question: str, choices: list[str]) -> str:

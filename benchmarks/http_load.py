@@ -4,8 +4,9 @@ The load never shares an interpreter with the server it measures: ``run_load`` s
 processes (spawned, not forked), each driving its share of the concurrent streams with one asyncio httpx client
 through ``POST /v1/chat/completions`` (``stream: true``, usage in the last chunk), exactly as an OpenAI client
 does. Each process first sends one unmeasured one-token request per stream (its connections open, the client's
-own first-request work done, as in a long-lived client), then all processes start together on a barrier; the result is the aggregate output tokens/s over the wall time
-from the first request to the last token, and TTFT percentiles over every request.
+own first-request work done, as in a long-lived client), then all processes start together on a barrier; the
+result is the aggregate output tokens/s over the wall time from the first request to the last token, and TTFT
+percentiles over every request.
 
     from http_load import run_load
     run_load("http://127.0.0.1:8000", "model", prompts, concurrency=32, max_tokens=256, requests=64, processes=4)
