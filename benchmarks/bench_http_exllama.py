@@ -10,8 +10,15 @@
   B concurrent streamed chat requests of N tokens from ``--clients`` separate load-generator processes
   (benchmarks/http_load.py), the way OpenAI clients drive it. Tokens/s = completion tokens / wall time.
 
-Both stay loaded; each repeat measures raw then gallama (or the reverse, alternating), and the ratio is the
-median of the per-pair ratios (the machines' shared CPUs drift from run to run: see bench_exllama.py).
+Both stay loaded and run each concurrency once unmeasured first; each repeat measures raw then gallama (or the
+reverse, alternating), and the ratio is the median of the per-pair ratios (the machines' shared CPUs drift from run to run: see bench_exllama.py), with
+its interquartile range and a 90% bootstrap interval of that median.
+
+Beside throughput, each row splits the time the way a stream spends it: TTFT (raw: a one-token ``generate``
+of the same B prompts; HTTP: the client's, and the front's own from ``/metrics``) and the decode pace, the
+time per token after the first (raw: the N-token run less its TTFT, over N - 1; HTTP: per stream, as the
+client receives the tokens). A pace ratio near 1 with a lower throughput ratio puts the gap in the fixed
+latencies of a request; a pace ratio below 1 puts it in the engine's steps.
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ WORDS_PROMPTS = [p.split("\n", 1)[1].split("<|im_end|>")[0] for p in prompts(64)
 
 def raw_server(args) -> None:
     """--raw-worker: load once, then answer 'raw B' / 'inproc B' lines on stdin with tokens/s of one batched
-    generate() (raw), or of B concurrent Backend.generate streams in this process (gallama below the seam)."""
+    generate() (raw: with its TTFT and decode pace), or of B concurrent Backend.generate streams in this
+    process (gallama below the seam)."""
     import asyncio
 
     from bench_exllama import gallama_run as inproc_run
@@ -52,12 +60,14 @@ def raw_server(args) -> None:
         side, b = line.split()
         b = int(b)
         if side == "raw":
+            ttft = raw_run(args.engine, backend, texts[:b], 1)
             elapsed = raw_run(args.engine, backend, texts[:b], args.new_tokens)
-            tps = b * args.new_tokens / elapsed
+            print(json.dumps({"tokens_per_s": b * args.new_tokens / elapsed, "ttft_ms": 1000 * ttft,
+                              "decode_ms_per_token": 1000 * (elapsed - ttft) / max(1, args.new_tokens - 1)}),
+                  flush=True)
         else:
             elapsed, tokens = asyncio.run(inproc_run(backend, texts[:b], args.new_tokens))
-            tps = tokens / elapsed
-        print(json.dumps({"tokens_per_s": tps}), flush=True)
+            print(json.dumps({"tokens_per_s": tokens / elapsed}), flush=True)
 
 
 class DirectWorker:
@@ -106,6 +116,17 @@ class DirectWorker:
 
     def close(self):
         self.loop.run_until_complete(self.worker.stop())
+
+
+def median_interval(values: list[float], level: float = 0.90, resamples: int = 4000) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the median of ``values`` (seeded: the same pairs give the same
+    interval)."""
+    import random
+
+    rng = random.Random(0)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    tail = (1 - level) / 2
+    return quantile(medians, tail), quantile(medians, 1 - tail)
 
 
 def server_ttft(url: str) -> tuple[float, float]:
@@ -159,10 +180,10 @@ def main() -> int:
     assert raw.stdout.readline().strip() == "ready", "the raw generator process failed to start"
     gallama, url = start_gallama(args)
 
-    def raw_tps(b: int, side: str = "raw") -> float:
+    def raw_side(b: int, side: str = "raw") -> dict:
         raw.stdin.write(f"{side} {b}\n")
         raw.stdin.flush()
-        return json.loads(raw.stdout.readline())["tokens_per_s"]
+        return json.loads(raw.stdout.readline())
 
     direct = DirectWorker(args) if "worker" in args.sides else None
 
@@ -174,45 +195,66 @@ def main() -> int:
         result["server_ttft_ms"] = 1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1])
         return result
 
+    def save(rows: list[dict]) -> None:  # after every row: a run cut short keeps what it measured
+        if args.json:
+            Path(args.json).write_text(json.dumps({"engine": args.engine, "model": Path(args.model).name,
+                                                   "new_tokens": args.new_tokens, "clients": args.clients,
+                                                   "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
+
     try:
         gallama_run(2)  # warm-up of the HTTP path
         rows = []
         for b in args.streams:
             raws, gals, ratios = [], [], []
             extra: dict[str, list[float]] = {}
+            # unmeasured: the first batch of this size in each process (measured once: 1.3 s TTFT at 8 streams
+            # through HTTP in a first pair, against 35 ms in the next ones)
+            raw_side(b)
+            gallama_run(b)
+            if direct is not None:
+                direct.run(b)
             for i in range(args.repeat):
                 order = ("raw", "gallama") if i % 2 == 0 else ("gallama", "raw")
                 pair = {}
                 for side in order:
-                    pair[side] = raw_tps(b) if side == "raw" else gallama_run(b)
+                    pair[side] = raw_side(b) if side == "raw" else gallama_run(b)
                 raws.append(pair["raw"])
                 gals.append(pair["gallama"])
-                ratios.append(pair["gallama"]["tokens_per_s"] / pair["raw"])
+                ratios.append(pair["gallama"]["tokens_per_s"] / pair["raw"]["tokens_per_s"])
                 # diagnosis: the same load below HTTP (in process; through one worker without the front)
                 if "inproc" in args.sides:
-                    extra.setdefault("inproc", []).append(raw_tps(b, "inproc") / pair["raw"])
+                    extra.setdefault("inproc", []).append(raw_side(b, "inproc")["tokens_per_s"]
+                                                          / pair["raw"]["tokens_per_s"])
                 if direct is not None:
                     w = direct.run(b)
-                    extra.setdefault("worker", []).append(w["tokens_per_s"] / pair["raw"])
+                    extra.setdefault("worker", []).append(w["tokens_per_s"] / pair["raw"]["tokens_per_s"])
                     extra.setdefault("worker_ttft", []).append(w["ttft_p50_ms"])
-            row = {"streams": b, "raw_tps": statistics.median(raws),
+            ci_low, ci_high = median_interval(ratios)
+            row = {"streams": b, "raw_tps": statistics.median(r["tokens_per_s"] for r in raws),
                    "gallama_tps": statistics.median(g["tokens_per_s"] for g in gals),
                    "ratio": statistics.median(ratios), "ratio_p25": quantile(ratios, 0.25),
-                   "ratio_p75": quantile(ratios, 0.75),
+                   "ratio_p75": quantile(ratios, 0.75), "ratio_ci90": [ci_low, ci_high], "ratios": ratios,
+                   "raw_ttft_ms": statistics.median(r["ttft_ms"] for r in raws),
                    "ttft_p50_ms": statistics.median(g["ttft_p50_ms"] for g in gals),
                    "ttft_p99_ms": statistics.median(g["ttft_p99_ms"] for g in gals),
                    "server_ttft_ms": statistics.median(g["server_ttft_ms"] for g in gals),
+                   "raw_decode_ms": statistics.median(r["decode_ms_per_token"] for r in raws),
+                   "http_decode_ms": statistics.median(g["decode_ms_per_token"] for g in gals),
+                   "pace_ratio": statistics.median(r["decode_ms_per_token"] / g["decode_ms_per_token"]
+                                                   for r, g in zip(raws, gals)),
                    "tokens": gals[-1]["tokens"], "expected_tokens": b * args.new_tokens, "pairs": len(ratios),
                    **{f"{k}_median": statistics.median(v) for k, v in extra.items()}}
             rows.append(row)
+            save(rows)
             if extra:
                 print("      below HTTP: " + "  ".join(f"{k} {statistics.median(v):.3f}" for k, v in extra.items()),
                       flush=True)
             print(f"  {b:3d} streams: raw {row['raw_tps']:8.1f} tok/s  gallama HTTP {row['gallama_tps']:8.1f} tok/s  "
-                  f"ratio {row['ratio']:.3f} [{row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}]  "
-                  f"TTFT p50 {row['ttft_p50_ms']:.0f} ms p99 {row['ttft_p99_ms']:.0f} ms (server's mean "
-                  f"{row['server_ttft_ms']:.0f} ms)  "
-                  f"({row['tokens']}/{row['expected_tokens']} tokens)", flush=True)
+                  f"ratio {row['ratio']:.3f} [IQR {row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}, 90% CI "
+                  f"{ci_low:.3f}-{ci_high:.3f}]  TTFT p50 raw {row['raw_ttft_ms']:.0f} / HTTP {row['ttft_p50_ms']:.0f} ms "
+                  f"(server's mean {row['server_ttft_ms']:.0f} ms, p99 {row['ttft_p99_ms']:.0f} ms)  decode ms/token "
+                  f"raw {row['raw_decode_ms']:.2f} / HTTP {row['http_decode_ms']:.2f} (pace ratio "
+                  f"{row['pace_ratio']:.3f})  ({row['tokens']}/{row['expected_tokens']} tokens)", flush=True)
     finally:
         if direct is not None:
             direct.close()
@@ -223,17 +265,15 @@ def main() -> int:
         raw.wait(30)
     print(f"\ngallama HTTP (front + worker, {args.clients} client processes) vs raw batched generator, "
           f"{Path(args.model).name}, {args.new_tokens} tokens per stream, greedy")
-    print("| streams | raw tok/s | gallama HTTP tok/s | ratio (median of pairs) | IQR | TTFT p50 ms | TTFT p99 ms | "
-          "server's TTFT mean ms |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| streams | raw tok/s | gallama HTTP tok/s | ratio (median of pairs) | IQR | 90% CI of the median | "
+          "TTFT p50 raw / HTTP ms | server's TTFT mean ms | decode ms/token raw / HTTP | pace ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['streams']} | {r['raw_tps']:.1f} | {r['gallama_tps']:.1f} | {r['ratio']:.3f} | "
-              f"{r['ratio_p25']:.3f}-{r['ratio_p75']:.3f} | {r['ttft_p50_ms']:.0f} | {r['ttft_p99_ms']:.0f} | "
-              f"{r['server_ttft_ms']:.0f} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"engine": args.engine, "model": Path(args.model).name,
-                                               "new_tokens": args.new_tokens, "clients": args.clients,
-                                               "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
+              f"{r['ratio_p25']:.3f}-{r['ratio_p75']:.3f} | {r['ratio_ci90'][0]:.3f}-{r['ratio_ci90'][1]:.3f} | "
+              f"{r['raw_ttft_ms']:.0f} / {r['ttft_p50_ms']:.0f} | {r['server_ttft_ms']:.0f} | "
+              f"{r['raw_decode_ms']:.2f} / {r['http_decode_ms']:.2f} | {r['pace_ratio']:.3f} |")
+    save(rows)
     return 0
 
 

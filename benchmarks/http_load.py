@@ -5,8 +5,9 @@ processes (spawned, not forked), each driving its share of the concurrent stream
 through ``POST /v1/chat/completions`` (``stream: true``, usage in the last chunk), exactly as an OpenAI client
 does. Each process first sends one unmeasured one-token request per stream (its connections open, the client's
 own first-request work done, as in a long-lived client), then all processes start together on a barrier; the
-result is the aggregate output tokens/s over the wall time from the first request to the last token, and TTFT
-percentiles over every request.
+result is the aggregate output tokens/s over the wall time from the first request to the last token, TTFT
+percentiles over every request, and the decode pace: the median over streams of the time per token after the
+first (the engine's step time as a client sees it, without the fixed latencies of the request's start and end).
 
     from http_load import run_load
     run_load("http://127.0.0.1:8000", "model", prompts, concurrency=32, max_tokens=256, requests=64, processes=4)
@@ -103,6 +104,7 @@ def run_load(url: str, model: str, prompts: list[str], concurrency: int, max_tok
         proc.join()
     wall = max(r[3] for r in rows) - min(r[0] for r in rows)
     ttfts = sorted(r[1] * 1000 for r in rows)
+    paces = [1000 * (end - start - ttft) / (tokens - 1) for start, ttft, tokens, end in rows if tokens > 1]
     return {"tokens_per_s": sum(r[2] for r in rows) / wall, "tokens": sum(r[2] for r in rows), "wall_s": wall,
             "ttft_p50_ms": statistics.median(ttfts), "ttft_p99_ms": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
-            "requests": len(rows)}
+            "decode_ms_per_token": statistics.median(paces) if paces else float("nan"), "requests": len(rows)}
