@@ -11,8 +11,9 @@
   (benchmarks/http_load.py), the way OpenAI clients drive it. Tokens/s = completion tokens / wall time.
 
 Both stay loaded and run each concurrency once unmeasured first; each repeat measures raw then gallama (or the
-reverse, alternating), and the ratio is the median of the per-pair ratios (the machines' shared CPUs drift from run to run: see bench_exllama.py), with
-its interquartile range and a 90% bootstrap interval of that median.
+reverse, alternating), and the ratio is the median of the per-pair ratios (the machines' shared CPUs drift
+from run to run: see bench_exllama.py), with its interquartile range and a 90% bootstrap interval of that
+median.
 
 Beside throughput, each row splits the time the way a stream spends it: TTFT (raw: a one-token ``generate``
 of the same B prompts; HTTP: the client's, and the front's own from ``/metrics``) and the decode pace, the
