@@ -4,16 +4,18 @@
 
 The ExLlama backends run the engine's synchronous generator in gallama's engine thread
 (``gallama_core.models.engine_thread``) and stream each step's results to asyncio consumers. Here the generator is a
-stand-in that does what ExLlama's ``iterate()`` does to the CPU: it holds the GIL for ``--step-ms`` per step
-(ExLlamaV3 measured 7.6 / 8.2 / 12 ms per step at batch 1 / 8 / 32 on an H200 machine with a 1.2B model),
-giving it up for a moment every few microseconds as torch ops do. "raw" calls ``iterate()`` in a plain loop
-(what ``generator.generate`` does); "gallama" runs B concurrent ``EngineLoop.stream`` consumers. The ratio is
-raw time / gallama time, median of ``--repeat`` back-to-back pairs.
+stand-in that does what ExLlama's ``iterate()`` does to the CPU: a fixed amount of Python work per step, which
+takes ``--step-ms`` alone (ExLlamaV3 measured 7.6 / 8.2 / 12 ms per step at batch 1 / 8 / 32 on an H200 machine
+with a 1.2B model), giving the GIL up for a moment every few microseconds as torch ops do; a step that has to
+wait for the GIL takes longer. "raw" calls ``iterate()`` in a plain loop (what ``generator.generate`` does);
+"gallama" runs B concurrent ``EngineLoop.stream`` consumers. The ratio is raw time / gallama time, median of
+``--repeat`` back-to-back pairs.
 
 ``--worker`` compares instead B concurrent streams of the same stand-in in this process (``Backend.generate``)
 with the same streams through an engine worker process (``RemoteBackend`` over the worker protocol): the cost of
-the process boundary. The stand-in is registered for the worker through a throw-away distribution (a dist-info
-with an entry point in a temp folder on ``PYTHONPATH``); nothing is installed.
+the process boundary; and the worker against the plain loop (raw). Every side does the work calibrated in this
+process. The stand-in is registered for the worker through a throw-away distribution (a dist-info with an entry
+point in a temp folder on ``PYTHONPATH``); nothing is installed.
 """
 
 from __future__ import annotations
@@ -38,11 +40,22 @@ class Job:
 
 
 class BusyGenerator:
-    """``iterate()`` holds the GIL for ``step_s``, releasing it every ``release_every`` loop turns."""
+    """``iterate()`` does a fixed amount of Python work per step (``step_s`` when it runs alone), giving the GIL
+    up every ``release_every`` loop turns as torch ops do. Fixed work, not fixed time: a step that has to wait
+    for the GIL takes longer, as an engine's does."""
 
-    def __init__(self, step_s: float, release_every: int = 20):
+    def __init__(self, step_s: float, release_every: int = 20, turns: int | None = None):
         self.jobs: list[Job] = []
         self.step_s, self.release_every = step_s, release_every
+        self.turns = turns or max(self._timed_turns(step_s) for _ in range(3))
+
+    def _timed_turns(self, step_s: float) -> int:
+        end, turns = time.perf_counter() + step_s, 0
+        while time.perf_counter() < end:
+            turns += 1
+            if turns % self.release_every == 0:
+                time.sleep(0)
+        return turns
 
     def enqueue(self, job: Job) -> None:
         self.jobs.append(job)
@@ -51,11 +64,9 @@ class BusyGenerator:
         self.jobs.remove(job)
 
     def iterate(self) -> list[dict]:
-        end = time.perf_counter() + self.step_s
-        turns = 0
-        while time.perf_counter() < end:
-            turns += 1
-            if turns % self.release_every == 0:
+        for turn in range(1, self.turns + 1):
+            time.perf_counter()  # the calibration's work per turn
+            if turn % self.release_every == 0:
                 time.sleep(0)  # releases the GIL, as each torch op does
         out = []
         for job in list(self.jobs):
@@ -132,7 +143,8 @@ from gallama_core.plugin_system.registrations import BackendSpec
 class Busy(Backend):
     def __init__(self, settings):
         super().__init__("busy", settings.served_name, 1 << 16, None)
-        self.engine = EngineLoop(BusyGenerator(float(os.environ["BUSY_STEP_MS"]) / 1000), "busy")
+        self.engine = EngineLoop(BusyGenerator(float(os.environ["BUSY_STEP_MS"]) / 1000,
+                                               turns=int(os.environ["BUSY_TURNS"])), "busy")
 
     async def generate(self, request):
         async for chunk in self.engine.stream(Job(request.max_tokens), 1, "busy"):
@@ -161,7 +173,9 @@ async def worker_main(args) -> list[dict]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gallama-busy\nVersion: 0.0\n")
     (info / "entry_points.txt").write_text("[gallama]\nbusy = gallama_busy_plugin\n")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+    plain = BusyGenerator(args.step_ms / 1000)  # calibrated here; every side does its amount of work per step
     os.environ["BUSY_STEP_MS"] = str(args.step_ms)
+    os.environ["BUSY_TURNS"] = str(plain.turns)
     sys.path.insert(0, str(folder))
     import gallama_busy_plugin
 
@@ -184,12 +198,15 @@ async def worker_main(args) -> list[dict]:
     rows = []
     try:
         for b in args.batches:
-            ratios = []
+            ratios, vs_raw = [], []
             for i in range(args.repeat):
                 sides = (local, worker.backend) if i % 2 == 0 else (worker.backend, local)
                 times = {id(side): await drive(side, b) for side in sides}
+                raw = raw_run(plain, b, args.steps)
                 ratios.append(times[id(local)] / times[id(worker.backend)])
-            rows.append({"batch": b, "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios)})
+                vs_raw.append(raw / times[id(worker.backend)])
+            rows.append({"batch": b, "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
+                         "worker_vs_raw": statistics.median(vs_raw)})
     finally:
         await worker.stop()
         local.engine.close()
@@ -210,11 +227,12 @@ def main() -> int:
     what = "engine worker vs in process" if worker else "engine thread vs a plain iterate() loop"
     print(f"{what}: {args.step_ms:g} ms per step, {args.steps} steps, median of {args.repeat} pairs, "
           f"Python {sys.version.split()[0]}")
-    print("| batch | " + ("worker/in-process | range |" if worker else
+    print("| batch | " + ("worker/in-process | range | worker/raw |" if worker else
                          "gallama/raw | range | gallama overhead per step | wake-ups per step |"))
-    print("|---:|---:|---:|" + ("" if worker else "---:|---:|"))
+    print("|---:|---:|---:|---:|" + ("" if worker else "---:|"))
     for r in rows:
-        extra = "" if worker else f" {r['overhead_ms_per_step']:.3f} ms | {r['wakeups_per_step']:.2f} |"
+        extra = f" {r['worker_vs_raw']:.3f} |" if worker else \
+            f" {r['overhead_ms_per_step']:.3f} ms | {r['wakeups_per_step']:.2f} |"
         print(f"| {r['batch']} | {r['ratio']:.3f} | {r['min']:.3f}-{r['max']:.3f} |{extra}")
     return 0
 
