@@ -150,6 +150,9 @@ class Busy(Backend):
         async for chunk in self.engine.stream(Job(request.max_tokens), 1, "busy"):
             yield chunk
 
+    def generate_into(self, request, target, key):  # what the worker uses, as with the ExLlama backends
+        return self.engine.start(Job(request.max_tokens), 1, "busy", target, key)
+
 
 @hookimpl
 def gallama_backends():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import AsyncIterator, ClassVar, Literal
+from typing import AsyncIterator, Callable, ClassVar, Literal
 
 from gallama_core.pipeline.chat_template import ChatTemplate
 
@@ -93,6 +93,16 @@ class Backend(ABC):
         """Stream the generation. Raise a GallamaError before the first chunk for a request that cannot
         run (e.g. the prompt exceeds the context). Closing the iterator early (client gone) must cancel
         the job and free its slot."""
+
+    #: Optional second way to generate, for engines with their own thread: a method
+    #: ``generate_into(request, target, key) -> cancel`` that starts the generation (raising, as ``generate``
+    #: does, for a request that cannot run) and hands its chunks to ``target.post([(key, chunk), ...])`` on the
+    #: engine's thread, once per step for all the jobs given that target, then ``(key, None)`` after the last
+    #: chunk, or ``(key, error)``. ``cancel()`` stops it and frees its slot. The engine worker uses it where it
+    #: exists and writes each step's message from the engine thread: the worker's event loop then runs no Python
+    #: per token, which the engine thread would wait for (the GIL). :meth:`EngineLoop.start
+    #: <gallama_core.models.engine_thread.EngineLoop.start>` implements it for ``iterate()``-style engines.
+    generate_into: ClassVar[Callable[..., Callable[[], None]] | None] = None
 
     async def close(self) -> None:
         """Free the model (called on unload and shutdown)."""

@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import threading
 from typing import Any, AsyncIterator
 
 import msgpack
@@ -96,36 +97,125 @@ def sendable(value: Any) -> bool:
     return True
 
 
-class Channel:
-    """Messages over a connected stream socket: ``send`` from any coroutine, ``async for`` to receive."""
+class SocketWriter:
+    """Whole messages onto a stream socket, in order, from any thread: the engine thread writes a step's message
+    itself (no event-loop wake-up). What the socket cannot take at once waits in a buffer that the event loop
+    sends when the socket is writable. Writes go through a duplicate of the socket's descriptor, so the event
+    loop may watch it while its transport reads the original."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    def __init__(self, sock: socket.socket, loop: asyncio.AbstractEventLoop):
+        self._sock = sock.dup()
+        self._sock.setblocking(False)
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending = bytearray()
+        self._watching = False
+        self._closed = False
+        self._drained: list[asyncio.Future] = []
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if not self._pending:
+                try:
+                    sent = self._sock.send(data)
+                except (BlockingIOError, InterruptedError):
+                    sent = 0
+                except OSError:  # the peer is gone: the reader side sees it and ends the channel
+                    self._closed = True
+                    return
+                if sent == len(data):
+                    return
+                data = data[sent:]
+            self._pending += data
+            if not self._watching:
+                self._watching = True
+                try:
+                    self._loop.call_soon_threadsafe(self._watch)
+                except RuntimeError:  # the loop is closed: nothing will read this any more
+                    self._closed = True
+
+    def _watch(self) -> None:  # event loop
+        if not self._closed:
+            self._loop.add_writer(self._sock.fileno(), self._flush)
+
+    def _flush(self) -> None:  # event loop, when the socket is writable
+        with self._lock:
+            try:
+                sent = self._sock.send(self._pending)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._closed = True
+                sent = len(self._pending)
+            del self._pending[:sent]
+            if self._pending:
+                return
+            self._watching = False
+            self._loop.remove_writer(self._sock.fileno())
+            waiters, self._drained = self._drained, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        """Until everything written so far has reached the socket."""
+        with self._lock:
+            if not self._pending or self._closed:
+                return
+            waiter = self._loop.create_future()
+            self._drained.append(waiter)
+        await waiter
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._watching:
+                self._loop.remove_writer(self._sock.fileno())
+            self._sock.close()
+            waiters, self._drained = self._drained, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+class Channel:
+    """Messages over a connected stream socket: ``send`` from any coroutine, ``send_packed`` from any thread
+    (bytes of :func:`pack`), ``async for`` to receive."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, out: SocketWriter):
         self._reader = reader
-        self._writer = writer
+        self._writer = writer  # reads only: every write goes through `out`
+        self._out = out
         self._unpacker = new_unpacker()
 
     @classmethod
     async def open(cls, sock: socket.socket) -> "Channel":
         reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 20)
-        return cls(reader, writer)
+        return cls(reader, writer, SocketWriter(sock, asyncio.get_running_loop()))
 
     def send_nowait(self, message: dict[str, Any]) -> None:
-        if not self._writer.is_closing():
-            self._writer.write(pack(message))
+        self._out.write(pack(message))
+
+    def send_packed(self, data: bytes) -> None:
+        """Any thread: messages already packed (one or several, back to back)."""
+        self._out.write(data)
 
     async def send(self, message: dict[str, Any]) -> None:
         self.send_nowait(message)
         await self.drain()
 
     async def drain(self) -> None:
-        try:
-            await self._writer.drain()
-        except (ConnectionError, BrokenPipeError):
-            pass
+        await self._out.drain()
 
     @property
     def closed(self) -> bool:
-        return self._writer.is_closing()
+        return self._out.closed or self._writer.is_closing()
 
     async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
         while True:
@@ -140,6 +230,7 @@ class Channel:
                 yield message
 
     def close(self) -> None:
+        self._out.close()
         self._writer.close()
 
 

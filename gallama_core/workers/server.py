@@ -21,14 +21,14 @@ from typing import Any, Callable
 from ..errors import GallamaError
 from ..models.backend import Backend
 from ..plugin_system.registrations import LoadProgress
-from .protocol import (PROTOCOL_VERSION, Channel, chunk_to_wire, error_to_wire, merge_wire_chunks,
+from .protocol import (PROTOCOL_VERSION, Channel, chunk_to_wire, error_to_wire, merge_wire_chunks, pack,
                        request_from_wire, sendable)
 
 log = logging.getLogger("gallama.worker")
 
 #: Attributes every backend has that the front gets through the metadata's own keys, not ``attributes``.
 _META_KEYS = {"backend_name", "model_name", "max_seq_len", "kind", "chat_template", "settings",
-              "remote_methods"}
+              "remote_methods", "generate_into"}
 
 
 def backend_metadata(backend: Backend) -> dict[str, Any]:
@@ -89,6 +89,41 @@ class Outbox:
             await self._channel.drain()
 
 
+class StepMessages:
+    """The engine thread's target (:class:`~gallama_core.models.engine_thread.StepTarget`) for jobs started with
+    ``Backend.generate_into``: each engine step becomes one ``chunks`` message for every job (then ``end`` or
+    ``error`` for those that finished), packed and written to the socket from the engine thread itself. The
+    worker's event loop does nothing per token, so the engine thread never waits for it to hand the GIL back."""
+
+    def __init__(self, channel: Channel, finished: Callable[[int], None]):
+        self._channel = channel
+        self._finished = finished
+
+    def post(self, deliveries: list[tuple[Any, Any]]) -> None:
+        jobs: dict[int, list[dict[str, Any]]] = {}
+        ends = []
+        for job_id, item in deliveries:
+            if item is None:
+                ends.append({"t": "end", "id": job_id})
+            elif isinstance(item, BaseException):
+                ends.append(failure_message(job_id, item))
+            else:
+                jobs.setdefault(job_id, []).append(chunk_to_wire(item))
+        data = pack({"t": "chunks", "jobs": [[job_id, chunks if len(chunks) == 1 else merge_wire_chunks(chunks)]
+                                             for job_id, chunks in jobs.items()]}) if jobs else b""
+        for message in ends:  # after the job's last chunks
+            data += pack(message)
+            self._finished(message["id"])
+        self._channel.send_packed(data)
+
+
+def failure_message(job_id: int, exc: BaseException) -> dict[str, Any]:
+    """The ``error`` message for a job that failed (logged here unless it is a client's error)."""
+    if not isinstance(exc, GallamaError):
+        log.error("generation failed", exc_info=exc)
+    return {"t": "error", "id": job_id, "error": error_to_wire(exc)}
+
+
 class WorkerService:
     """Serves one loaded backend: generation jobs, cancellation, remote method calls, health."""
 
@@ -97,6 +132,18 @@ class WorkerService:
         self.channel = channel
         self.outbox = Outbox(channel)
         self.jobs: dict[int, asyncio.Task] = {}
+        #: Jobs started with the backend's ``generate_into``, by id: their cancel functions. Only where the
+        #: channel takes writes from any thread (the local socket; another launcher's may not).
+        self.direct: dict[int, Callable[[], None]] | None = None
+        if backend.generate_into is not None and hasattr(channel, "send_packed"):
+            self.direct = {}
+            self.steps = StepMessages(channel, lambda job_id: self.direct.pop(job_id, None))
+
+    def _start(self, job_id: int, wire_request: dict[str, Any]) -> None:
+        try:
+            self.direct[job_id] = self.backend.generate_into(request_from_wire(wire_request), self.steps, job_id)
+        except Exception as exc:  # refused before it started (400...)
+            self.outbox.control(failure_message(job_id, exc))
 
     async def _generate(self, job_id: int, wire_request: dict[str, Any]) -> None:
         chunks = None
@@ -108,9 +155,7 @@ class WorkerService:
         except asyncio.CancelledError:
             pass  # the front cancelled: it expects nothing more for this job
         except Exception as exc:
-            if not isinstance(exc, GallamaError):
-                log.exception("generation failed")
-            self.outbox.control({"t": "error", "id": job_id, "error": error_to_wire(exc)})
+            self.outbox.control(failure_message(job_id, exc))
         finally:
             self.jobs.pop(job_id, None)
             if chunks is not None:
@@ -137,12 +182,17 @@ class WorkerService:
         try:
             while (message := await inbox.get()) is not None:
                 kind = message.get("t")
-                if kind == "generate":
+                if kind == "generate" and self.direct is not None:
+                    self._start(message["id"], message["request"])
+                elif kind == "generate":
                     self.jobs[message["id"]] = asyncio.create_task(self._generate(message["id"], message["request"]))
                 elif kind == "cancel":
                     task = self.jobs.get(message["id"])
                     if task is not None:
                         task.cancel()
+                    cancel = self.direct.pop(message["id"], None) if self.direct is not None else None
+                    if cancel is not None:
+                        cancel()
                 elif kind == "call":
                     self.jobs[message["id"]] = asyncio.create_task(
                         self._call(message["id"], message["method"], list(message.get("args") or [])))
@@ -151,6 +201,8 @@ class WorkerService:
                 elif kind == "shutdown":
                     break
         finally:
+            for cancel in list((self.direct or {}).values()):
+                cancel()
             for task in list(self.jobs.values()):
                 task.cancel()
             await asyncio.gather(*self.jobs.values(), return_exceptions=True)

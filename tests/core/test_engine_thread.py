@@ -7,47 +7,10 @@ import threading
 import time
 
 import pytest
+from step_generator import Job, StepGenerator
 
 from gallama_core.models.engine_thread import EngineLoop
 from gallama_core.errors import GallamaError
-
-
-class Job:
-    def __init__(self, steps: int):
-        self.steps, self.done = steps, 0
-
-
-class StepGenerator:
-    """ExLlama-shaped: enqueue / cancel / iterate, one result per job per step, ``pause`` seconds a step."""
-
-    def __init__(self, pause: float = 0.0, fail_at: int | None = None):
-        self.jobs: list[Job] = []
-        self.pause, self.fail_at, self.steps = pause, fail_at, 0
-        self.cancelled: list[Job] = []
-        self.threads: set[threading.Thread] = set()
-
-    def enqueue(self, job: Job) -> None:
-        self.jobs.append(job)
-
-    def cancel(self, job: Job) -> None:
-        self.jobs.remove(job)
-        self.cancelled.append(job)
-
-    def iterate(self) -> list[dict]:
-        self.threads.add(threading.current_thread())
-        self.steps += 1
-        if self.fail_at is not None and self.steps >= self.fail_at:
-            raise RuntimeError("CUDA error: out of memory")
-        time.sleep(self.pause)
-        out = []
-        for job in list(self.jobs):
-            job.done += 1
-            eos = job.done >= job.steps
-            out.append({"job": job, "stage": "streaming", "text": str(job.done % 10), "eos": eos,
-                        "eos_reason": "max_new_tokens" if eos else None, "new_tokens": job.done})
-            if eos:
-                self.jobs.remove(job)
-        return out
 
 
 async def collect(engine: EngineLoop, job: Job) -> list:
@@ -141,7 +104,6 @@ async def test_closing_the_engine_ends_waiting_streams():
             pass
 
 
-
 def test_an_outbox_whose_loop_closed_with_a_wake_up_pending_drops_results():
     """The loop closed before running the pending drain: later results are dropped, not kept forever."""
     from gallama_core.models.engine_thread import JobSink, Outbox
@@ -154,3 +116,86 @@ def test_an_outbox_whose_loop_closed_with_a_wake_up_pending_drops_results():
     loop.close()  # the drain never ran
     assert box.post([(sink, {"text": "c"})]) == "closed"
     assert box.items == [] and sink.items == []
+
+
+class Steps:
+    """A StepTarget that records each post (one per engine step) and the thread it came from."""
+
+    def __init__(self):
+        self.posts, self.threads = [], set()
+        self.ended = threading.Event()
+
+    def post(self, deliveries):
+        self.threads.add(threading.current_thread())
+        self.posts.append(deliveries)
+        if any(item is None or isinstance(item, BaseException) for _, item in deliveries):
+            self.ended.set()
+
+    def of(self, key):
+        return [item for post in self.posts for k, item in post if k == key]
+
+
+async def test_start_hands_each_step_of_every_job_to_the_target_on_the_engine_thread():
+    gen = StepGenerator(pause=0.002)
+    engine = EngineLoop(gen, "fake")
+    steps = Steps()
+    try:
+        engine.start(Job(3), 7, "Fake", steps, "a")
+        engine.start(Job(3), 7, "Fake", steps, "b")  # submitted in the same pass: started together
+        assert await asyncio.to_thread(steps.ended.wait, 10)
+        for key in ("a", "b"):
+            items = steps.of(key)
+            assert items[-1] is None and "".join(c.text for c in items[:-1]) == "123"
+            assert items[-2].finish_reason == "length" and items[-2].prompt_tokens == 7
+        assert len(steps.posts) == 3 and all(len(post) >= 2 for post in steps.posts)  # one post a step, both jobs
+        assert steps.threads == gen.threads and threading.current_thread() not in steps.threads
+        assert engine.wakeups == 0  # the event loop was never woken for them
+    finally:
+        engine.close()
+
+
+async def test_start_cancels_and_reports_failures():
+    gen = StepGenerator(pause=0.005)
+    engine = EngineLoop(gen, "fake")
+    steps = Steps()
+    try:
+        job = Job(10**6)
+        cancel = engine.start(job, 3, "Fake", steps, 1)
+        while not steps.posts:
+            await asyncio.sleep(0.005)
+        cancel()
+        for _ in range(200):
+            if gen.cancelled:
+                break
+            await asyncio.sleep(0.01)
+        count = len(steps.of(1))
+        await asyncio.sleep(0.05)
+        assert gen.cancelled == [job] and gen.jobs == [] and len(steps.of(1)) == count  # nothing after cancel()
+        assert None not in steps.of(1)
+    finally:
+        engine.close()
+
+    failing = EngineLoop(StepGenerator(fail_at=3), "fake")
+    steps = Steps()
+    try:
+        failing.start(Job(10), 3, "Fake", steps, 2)
+        assert await asyncio.to_thread(steps.ended.wait, 10)
+        error = steps.of(2)[-1]
+        assert isinstance(error, GallamaError) and "out of memory" in str(error)
+        assert isinstance(error.__cause__, RuntimeError)
+        refused = Steps()
+        with pytest.raises(RuntimeError, match="not running"):
+            failing.start(Job(1), 3, "Fake", refused, 3)
+    finally:
+        failing.close()
+
+
+async def test_closing_the_engine_ends_started_jobs():
+    gen = StepGenerator(pause=0.005)
+    engine = EngineLoop(gen, "fake")
+    steps = Steps()
+    engine.start(Job(10**6), 3, "Fake", steps, "x")
+    while not steps.posts:
+        await asyncio.sleep(0.005)
+    await asyncio.to_thread(engine.close)
+    assert isinstance(steps.of("x")[-1], GallamaError) and "unloaded" in str(steps.of("x")[-1])

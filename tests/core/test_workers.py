@@ -215,3 +215,101 @@ async def test_backend_attributes_override_the_backend_class_defaults():
     assert remote.concurrency == 6 and remote.special_tokens == ["<|im_end|>"]
     await remote.close()
     await task
+
+
+class Threaded(EchoBackend):
+    """An engine-thread backend, as the ExLlama ones: the worker must stream through ``generate_into``."""
+
+    def __init__(self, settings):
+        super().__init__(settings)
+        from step_generator import StepGenerator
+
+        from gallama_core.models.engine_thread import EngineLoop
+
+        self.gen = StepGenerator(pause=0.002)
+        self.engine = EngineLoop(self.gen, "threaded")
+
+    async def generate(self, request):
+        raise AssertionError("the worker streams through generate_into")
+        yield  # pragma: no cover
+
+    def generate_into(self, request, target, key):
+        from step_generator import Job
+
+        if "TOO LONG" in request.prompt:
+            raise InvalidRequestError("the prompt is too long", code="context_length_exceeded")
+        return self.engine.start(Job(request.max_tokens), 5, "Threaded", target, key)
+
+    async def close(self):
+        await asyncio.to_thread(self.engine.close)
+
+
+async def _collect(remote, request):
+    return [chunk async for chunk in remote.generate(request)]
+
+
+async def test_a_backend_with_generate_into_streams_cancels_and_fails_through_the_worker():
+    backends = []
+
+    def load(name, settings, progress):
+        backends.append(Threaded(ModelSettings(model_id="m")))
+        return backends[0]
+
+    connection, task, meta, _, _ = await _ready(load)
+    assert "generate_into" not in meta["attributes"]
+    remote = RemoteBackend(connection, meta)
+    results = await asyncio.gather(*(_collect(remote, GenerationRequest(prompt="x", max_tokens=n)) for n in (3, 12)))
+    assert ["".join(c.text for c in chunks) for chunks in results] == ["123", "123456789012"]
+    assert [chunks[-1].finish_reason for chunks in results] == ["length", "length"]
+    assert results[1][-1].completion_tokens == 12 and results[1][-1].prompt_tokens == 5
+    assert backends[0].engine.wakeups == 0  # the worker's event loop was not woken per step
+
+    with pytest.raises(InvalidRequestError) as info:
+        await _collect(remote, GenerationRequest(prompt="TOO LONG", max_tokens=3))
+    assert info.value.code == "context_length_exceeded"
+
+    stream = remote.generate(GenerationRequest(prompt="x", max_tokens=10**6))
+    await anext(stream)
+    await stream.aclose()  # the front's cancel reaches the engine: the job is cancelled, its slot freed
+    for _ in range(200):
+        if backends[0].gen.cancelled:
+            break
+        await asyncio.sleep(0.01)
+    assert len(backends[0].gen.cancelled) == 1 and backends[0].gen.jobs == []
+    await remote.close()
+    assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_socket_writer_keeps_order_across_threads_and_a_full_socket():
+    """Messages written from another thread while the socket is full wait, in order, and all arrive whole."""
+    import threading
+
+    front, worker = socket.socketpair()
+    worker.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    channel = await protocol.Channel.open(worker)
+    reader = await protocol.Channel.open(front)
+    big = "x" * 300_000  # far more than the socket holds: most of it waits for the loop to send
+
+    def from_a_thread():
+        for i in range(20):
+            channel.send_packed(protocol.pack({"t": "n", "i": i, "pad": big if i % 5 == 0 else ""}))
+
+    thread = threading.Thread(target=from_a_thread)
+    thread.start()
+    channel.send_nowait({"t": "n", "i": -1, "pad": ""})
+    got = []
+
+    async def read_all():
+        async for message in reader:
+            got.append(message)
+            if len(got) == 21:
+                return
+
+    await asyncio.wait_for(read_all(), 10)
+    thread.join()
+    await asyncio.wait_for(channel.drain(), 5)
+    from_thread = [m["i"] for m in got if m["i"] >= 0]
+    assert from_thread == list(range(20)) and len(got) == 21
+    assert all(len(m["pad"]) == (300_000 if m["i"] >= 0 and m["i"] % 5 == 0 else 0) for m in got)
+    channel.close()
+    reader.close()

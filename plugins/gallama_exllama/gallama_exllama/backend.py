@@ -340,6 +340,11 @@ class ExLlamaBackend(Backend):
         async for chunk in self.engine.stream(job, prompt_len, "ExLlamaV2"):
             yield chunk
 
+    def generate_into(self, request: GenerationRequest, target, key):
+        """The engine worker's way: chunks handed over on the engine thread (see ``Backend.generate_into``)."""
+        job, prompt_len = self.make_job(request)  # raises (400) before anything starts
+        return self.engine.start(job, prompt_len, "ExLlamaV2", target, key)
+
     async def close(self) -> None:
         await asyncio.to_thread(self.engine.close)
         for loaded in (self.draft, self.main):

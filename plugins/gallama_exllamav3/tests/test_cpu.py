@@ -200,6 +200,52 @@ async def test_backend_generate_streams_and_cancels():
         backend.engine.close()
 
 
+async def test_backend_generate_into_hands_steps_to_the_target():
+    """The engine worker's way (generate_into): the same chunks, handed to the target on the engine thread, then
+    None; a request that cannot run raises before anything starts."""
+    from gallama_core.errors import InvalidRequestError
+    from gallama_core.models.backend import GenerationRequest
+    from gallama_exllamav3.backend import ExLlamaV3Backend
+    from gallama_core.models.engine_thread import EngineLoop
+
+    class Job(dict):
+        __hash__ = object.__hash__
+
+    def make_job(request):
+        if request.max_tokens is None:
+            raise InvalidRequestError("no room", code="context_length_exceeded")
+        j = Job(n=request.max_tokens, i=0)
+        j["id"] = j
+        return j, 3
+
+    class Target:
+        def __init__(self):
+            self.items, self.threads, self.ended = [], set(), threading.Event()
+
+        def post(self, deliveries):
+            self.threads.add(threading.current_thread())
+            for key, item in deliveries:
+                self.items.append((key, item))
+                if item is None:
+                    self.ended.set()
+
+    gen = FakeGenerator()
+    backend = object.__new__(ExLlamaV3Backend)
+    backend.engine = EngineLoop(gen, "fake")
+    backend.make_job = make_job
+    target = Target()
+    try:
+        backend.generate_into(GenerationRequest(prompt="p", max_tokens=4), target, 9)
+        assert await asyncio.to_thread(target.ended.wait, 10)
+        chunks = [item for _, item in target.items[:-1]]
+        assert "".join(c.text for c in chunks) == "xxxx" and chunks[-1].finish_reason == "stop"
+        assert {key for key, _ in target.items} == {9} and target.threads == {gen.thread}
+        with pytest.raises(InvalidRequestError):
+            backend.generate_into(GenerationRequest(prompt="p"), target, 10)
+    finally:
+        backend.engine.close()
+
+
 def test_eos_ids_from_config_tokenizer_and_generation_config(tmp_path):
     import json
     from types import SimpleNamespace
