@@ -154,15 +154,19 @@ async def test_start_hands_each_step_of_every_job_to_the_target_on_the_engine_th
         engine.close()
 
 
-async def test_start_cancels_and_reports_failures():
-    gen = StepGenerator(pause=0.005)
+async def started_endless_job(key):
+    """An engine running one endless job started with ``start``, once its first step was delivered."""
+    gen, steps, job = StepGenerator(pause=0.005), Steps(), Job(10**6)
     engine = EngineLoop(gen, "fake")
-    steps = Steps()
+    cancel = engine.start(job, 3, "Fake", steps, key)
+    while not steps.posts:
+        await asyncio.sleep(0.005)
+    return gen, engine, steps, job, cancel
+
+
+async def test_start_cancels_and_reports_failures():
+    gen, engine, steps, job, cancel = await started_endless_job(1)
     try:
-        job = Job(10**6)
-        cancel = engine.start(job, 3, "Fake", steps, 1)
-        while not steps.posts:
-            await asyncio.sleep(0.005)
         cancel()
         for _ in range(200):
             if gen.cancelled:
@@ -191,11 +195,6 @@ async def test_start_cancels_and_reports_failures():
 
 
 async def test_closing_the_engine_ends_started_jobs():
-    gen = StepGenerator(pause=0.005)
-    engine = EngineLoop(gen, "fake")
-    steps = Steps()
-    engine.start(Job(10**6), 3, "Fake", steps, "x")
-    while not steps.posts:
-        await asyncio.sleep(0.005)
+    _, engine, steps, _, _ = await started_endless_job("x")
     await asyncio.to_thread(engine.close)
     assert isinstance(steps.of("x")[-1], GallamaError) and "unloaded" in str(steps.of("x")[-1])
