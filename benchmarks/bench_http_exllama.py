@@ -252,7 +252,8 @@ def main() -> int:
                       flush=True)
             print(f"  {b:3d} streams: raw {row['raw_tps']:8.1f} tok/s  gallama HTTP {row['gallama_tps']:8.1f} tok/s  "
                   f"ratio {row['ratio']:.3f} [IQR {row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}, 90% CI "
-                  f"{ci_low:.3f}-{ci_high:.3f}]  TTFT p50 raw {row['raw_ttft_ms']:.0f} / HTTP {row['ttft_p50_ms']:.0f} ms "
+                  f"{ci_low:.3f}-{ci_high:.3f}]  TTFT p50 raw {row['raw_ttft_ms']:.0f} / HTTP "
+                  f"{row['ttft_p50_ms']:.0f} ms "
                   f"(server's mean {row['server_ttft_ms']:.0f} ms, p99 {row['ttft_p99_ms']:.0f} ms)  decode ms/token "
                   f"raw {row['raw_decode_ms']:.2f} / HTTP {row['http_decode_ms']:.2f} (pace ratio "
                   f"{row['pace_ratio']:.3f})  ({row['tokens']}/{row['expected_tokens']} tokens)", flush=True)
