@@ -86,3 +86,16 @@ async def test_responses_store_is_bounded(client):
     assert gone.status_code == 400 and gone.json()["error"]["param"] == "previous_response_id"
     unstored = (await client.post("/v1/responses", json={"model": "echo-a", "input": "y", "store": False})).json()
     assert (await client.get(f"/v1/responses/{unstored['id']}")).status_code == 404
+
+
+def test_a_content_block_whose_type_is_not_a_string_is_a_validation_error():
+    """Found by the fuzz session: ``{"type": {...}}`` in a tool result raised TypeError (a 500), not a 400."""
+    import pydantic
+    import pytest
+
+    from gallama_core.api.anthropic_api.protocol import Message
+
+    for content in ([{"type": {"x": 1}, "text": "a"}],
+                    [{"type": "tool_result", "tool_use_id": "t", "content": [{"type": ["text"], "text": "a"}]}]):
+        with pytest.raises(pydantic.ValidationError, match="unknown content block type"):
+            Message.model_validate({"role": "user", "content": content})

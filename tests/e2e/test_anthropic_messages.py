@@ -121,6 +121,9 @@ def test_count_tokens(claude):
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}]}]), 400, "image"),
     (dict(model="smol", max_tokens=5, messages=[{"role": "user", "content": "x"}],
           tools=[{"type": "web_search_20250305", "name": "web_search"}]), 400, "server tools"),
+    (dict(model="smol", max_tokens=5, messages=[{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                                              "content": [{"type": {"x": 1}}]}]}]),
+     400, "unknown content block type"),
     (dict(model="smol", max_tokens=5, messages=[{"role": "user", "content": "x"}], tools=ANTHROPIC_TOOLS[:1],
           tool_choice={"type": "tool", "name": "missing"}), 400, "missing"),
 ])

@@ -67,7 +67,7 @@ def _check_blocks(value: Any, where: str, allowed: tuple[str, ...]) -> None:
     if isinstance(value, list):
         for block in value:
             kind = block.get("type") if isinstance(block, dict) else None
-            if kind in UNSUPPORTED_BLOCKS:
+            if isinstance(kind, str) and kind in UNSUPPORTED_BLOCKS:  # a non-string type is an unknown one, below
                 raise ValueError(f"{where}: {UNSUPPORTED_BLOCKS[kind]} are not supported by gallama (text models)")
             if isinstance(block, dict) and kind not in allowed:
                 raise ValueError(f"{where}: unknown content block type {kind!r} (expected one of {', '.join(allowed)})")
