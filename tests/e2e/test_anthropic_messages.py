@@ -123,7 +123,7 @@ def test_count_tokens(claude):
           tools=[{"type": "web_search_20250305", "name": "web_search"}]), 400, "server tools"),
     (dict(model="smol", max_tokens=5, messages=[{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
                                                                               "content": [{"type": {"x": 1}}]}]}]),
-     400, "unknown content block type"),
+     400, "messages[0].content"),  # a block type that is no string: a 400 (it was a TypeError, a 500)
     (dict(model="smol", max_tokens=5, messages=[{"role": "user", "content": "x"}], tools=ANTHROPIC_TOOLS[:1],
           tool_choice={"type": "tool", "name": "missing"}), 400, "missing"),
 ])
