@@ -280,7 +280,7 @@ async def test_a_backend_with_generate_into_streams_cancels_and_fails_through_th
     assert await asyncio.wait_for(task, 5) == 0
 
 
-async def test_socket_writer_keeps_order_across_threads_and_a_full_socket():
+async def _writer_scenario():
     """Messages written from another thread while the socket is full wait, in order, and all arrive whole."""
     import threading
 
@@ -308,8 +308,22 @@ async def test_socket_writer_keeps_order_across_threads_and_a_full_socket():
     await asyncio.wait_for(read_all(), 10)
     thread.join()
     await asyncio.wait_for(channel.drain(), 5)
+    channel.close()
+    reader.close()
+    return got
+
+
+def _check_writer_order(got):
     from_thread = [m["i"] for m in got if m["i"] >= 0]
     assert from_thread == list(range(20)) and len(got) == 21
     assert all(len(m["pad"]) == (300_000 if m["i"] >= 0 and m["i"] % 5 == 0 else 0) for m in got)
-    channel.close()
-    reader.close()
+
+
+async def test_socket_writer_keeps_order_across_threads_and_a_full_socket():
+    _check_writer_order(await _writer_scenario())
+
+
+def test_socket_writer_on_uvloop():
+    """The engine worker runs on uvloop where it is installed (gallama-core depends on it)."""
+    uvloop = pytest.importorskip("uvloop")
+    _check_writer_order(uvloop.run(_writer_scenario()))
