@@ -64,19 +64,23 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def proc_stat(pid: int) -> list[str]:
+    """The fields of ``/proc/PID/stat`` after the command name (state, ppid, ... utime at 11, stime at 12)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        return proc_stat(pid)[0] != "Z"
     except FileNotFoundError:
         return False
 
 
 def parent_pid(pid: int) -> int:
     """The parent of process ``pid`` (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
+    return int(proc_stat(pid)[1])
 
 
 def wait_healthy(base_url: str, process: subprocess.Popen | None = None, timeout: float = 180.0) -> None:
