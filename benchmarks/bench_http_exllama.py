@@ -1,14 +1,16 @@
 """gallama through HTTP (front + engine worker) against the raw batched ExLlama generator (GPU machine only).
 
     python benchmarks/bench_http_exllama.py --engine v3 --model DIR [--streams 1,8,32,64] [--new-tokens 256]
-        [--repeat 3] [--clients 4] [--json out.json]
+        [--repeat 3] [--clients 4] [--client aiohttp|httpx] [--json out.json]
 
 - **raw**: a separate process loads the model with the plugin's own loader and times
   ``generator.generate(prompt=[B prompts], max_new_tokens=N)`` (greedy, EOS ignored): the engine's best batched
   throughput at batch B, with no server at all.
 - **gallama**: ``gallama run`` serving the same model (its engine worker is one more process), driven by
   B concurrent streamed chat requests of N tokens from ``--clients`` separate load-generator processes
-  (benchmarks/http_load.py), the way OpenAI clients drive it. Tokens/s = completion tokens / wall time.
+  (benchmarks/http_load.py; aiohttp, or httpx with ``--client httpx``: httpx is the load generator's own
+  bottleneck at tens of streams, see there), the way OpenAI clients drive it. Tokens/s = completion tokens /
+  wall time.
 
 Both stay loaded and run each concurrency once unmeasured first; each repeat measures raw then gallama (or the
 reverse, alternating), and the ratio is the median of the per-pair ratios (the machines' shared CPUs drift
@@ -162,6 +164,8 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--clients", type=int, default=4, help="load-generator processes")
+    ap.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp", help="the load generator's HTTP "
+                    "client (httpx: what the openai package uses, slower per request)")
     ap.add_argument("--cache-size", type=int, default=64 * 1024)
     ap.add_argument("--json")
     ap.add_argument("--log-dir", default=os.environ.get("OUT", "."))
@@ -191,7 +195,7 @@ def main() -> int:
     def gallama_run(b: int) -> dict:
         before = server_ttft(url)
         result = run_load(url, "bench", WORDS_PROMPTS, b, args.new_tokens, requests=b,
-                          processes=min(args.clients, b))
+                          processes=min(args.clients, b), client=args.client)
         after = server_ttft(url)
         result["server_ttft_ms"] = 1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1])
         return result
@@ -200,6 +204,7 @@ def main() -> int:
         if args.json:
             Path(args.json).write_text(json.dumps({"engine": args.engine, "model": Path(args.model).name,
                                                    "new_tokens": args.new_tokens, "clients": args.clients,
+                                                   "client": args.client,
                                                    "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
 
     try:
@@ -265,7 +270,7 @@ def main() -> int:
         raw.terminate()
         gallama.wait(30)
         raw.wait(30)
-    print(f"\ngallama HTTP (front + worker, {args.clients} client processes) vs raw batched generator, "
+    print(f"\ngallama HTTP (front + worker, {args.clients} {args.client} client processes) vs raw batched generator, "
           f"{Path(args.model).name}, {args.new_tokens} tokens per stream, greedy")
     print("| streams | raw tok/s | gallama HTTP tok/s | ratio (median of pairs) | IQR | 90% CI of the median | "
           "TTFT p50 raw / HTTP ms | server's TTFT mean ms | decode ms/token raw / HTTP | pace ratio |")

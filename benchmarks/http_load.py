@@ -1,13 +1,19 @@
 """A streamed-chat load generator for the HTTP benchmarks, run in separate processes.
 
 The load never shares an interpreter with the server it measures: ``run_load`` starts ``processes`` client
-processes (spawned, not forked), each driving its share of the concurrent streams with one asyncio httpx client
-through ``POST /v1/chat/completions`` (``stream: true``, usage in the last chunk), exactly as an OpenAI client
-does. Each process first sends one unmeasured one-token request per stream (its connections open, the client's
-own first-request work done, as in a long-lived client), then all processes start together on a barrier; the
-result is the aggregate output tokens/s over the wall time from the first request to the last token, TTFT
-percentiles over every request, and the decode pace: the median over streams of the time per token after the
-first (the engine's step time as a client sees it, without the fixed latencies of the request's start and end).
+processes (spawned, not forked), each driving its share of the concurrent streams with one asyncio HTTP client
+through ``POST /v1/chat/completions`` (``stream: true``, usage in the last chunk), as an OpenAI client does. Each
+process first sends one unmeasured one-token request per stream (its connections open, the client's own
+first-request work done, as in a long-lived client), then all processes start together on a barrier; the result
+is the aggregate output tokens/s over the wall time from the first request to the last token, TTFT percentiles
+over every request, and the decode pace: the median over streams of the time per token after the first (the
+engine's step time as a client sees it, without the fixed latencies of the request's start and end).
+
+The client is aiohttp by default. httpx (what the ``openai`` package uses) can be chosen, but it is the load
+generator's own bottleneck at tens of streams per process: against a server that does nothing but pace 64 SSE
+streams at 11 ms per token (2-core machine), httpx in one process gave a TTFT p50 of 690-1000 ms and 4 processes
+80-105 ms, against 22-25 ms for aiohttp in one or four. A load generator that queues its own requests would
+charge that to the server, and an in-process raw engine never pays it.
 
     from http_load import run_load
     run_load("http://127.0.0.1:8000", "model", prompts, concurrency=32, max_tokens=256, requests=64, processes=4)
@@ -22,25 +28,65 @@ import statistics
 import time
 from typing import Any
 
+CLIENTS = ("aiohttp", "httpx")
 
-async def _one(http, url: str, body: dict[str, Any]) -> tuple[float, float, int, float]:
-    """(start, time to first content, completion tokens, end) of one streamed request."""
-    start = time.perf_counter()
-    ttft, tokens = None, 0
+
+class _Stream:
+    """What one streamed answer's SSE lines say: time to the first content, completion tokens, errors."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.ttft, self.tokens = None, 0
+
+    def line(self, line: str) -> None:
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            return
+        if self.ttft is None and '"content":"' in line and '"content":""' not in line:
+            self.ttft = time.perf_counter() - self.start
+        if '"usage"' in line:
+            usage = json.loads(line[6:]).get("usage") or {}
+            self.tokens = usage.get("completion_tokens") or self.tokens
+        elif '"error"' in line and line.startswith('data: {"error"'):
+            raise RuntimeError(line[:300])
+
+    def result(self) -> tuple[float, float, int, float]:
+        """(start, time to first content, completion tokens, end)."""
+        end = time.perf_counter()
+        return self.start, self.ttft if self.ttft is not None else end - self.start, self.tokens, end
+
+
+async def _one_aiohttp(session, url: str, body: dict[str, Any]) -> tuple[float, float, int, float]:
+    stream = _Stream()
+    async with session.post(url + "/v1/chat/completions", json=body) as r:
+        if r.status != 200:
+            raise RuntimeError(f"HTTP {r.status}: {(await r.read())[:300]!r}")
+        async for raw in r.content:  # one line at a time
+            stream.line(raw.decode().rstrip("\r\n"))
+    return stream.result()
+
+
+async def _one_httpx(http, url: str, body: dict[str, Any]) -> tuple[float, float, int, float]:
+    stream = _Stream()
     async with http.stream("POST", url + "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
         async for line in r.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            if ttft is None and '"content":"' in line and '"content":""' not in line:
-                ttft = time.perf_counter() - start
-            if '"usage"' in line:
-                usage = json.loads(line[6:]).get("usage") or {}
-                tokens = usage.get("completion_tokens") or tokens
-            elif '"error"' in line and line.startswith('data: {"error"'):
-                raise RuntimeError(line[:300])
-    return start, ttft if ttft is not None else time.perf_counter() - start, tokens, time.perf_counter()
+            stream.line(line)
+    return stream.result()
+
+
+def _session(client: str, streams: int, keepalive: bool):
+    """(async context manager of the connection pool, the function that sends one request through it)."""
+    if client == "httpx":
+        import httpx
+
+        limits = httpx.Limits(max_connections=streams + 4,
+                              max_keepalive_connections=streams + 4 if keepalive else 0)
+        return httpx.AsyncClient(timeout=1200, limits=limits), _one_httpx
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=streams + 4, force_close=not keepalive)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=1200)), _one_aiohttp
 
 
 def _bodies(model: str, prompts: list[str], max_tokens: int, first: int, count: int, extra: dict) -> list[dict]:
@@ -49,22 +95,20 @@ def _bodies(model: str, prompts: list[str], max_tokens: int, first: int, count: 
              "stream_options": {"include_usage": True}, **extra} for i in range(first, first + count)]
 
 
-def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool, barrier, results) -> None:
-    import httpx
-
+def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool, client: str, barrier,
+                    results) -> None:
     async def main():
-        limits = httpx.Limits(max_connections=streams + 4,
-                              max_keepalive_connections=streams + 4 if keepalive else 0)
-        async with httpx.AsyncClient(timeout=1200, limits=limits) as http:
+        pool, one = _session(client, streams, keepalive)
+        async with pool as http:
             queue = list(reversed(bodies))
             out = []
 
             async def lane():
                 while queue:
-                    out.append(await _one(http, url, queue.pop()))
+                    out.append(await one(http, url, queue.pop()))
 
             warm = {**bodies[0], "max_tokens": 1}
-            await asyncio.gather(*[_one(http, url, warm) for _ in range(min(streams, len(bodies)))])
+            await asyncio.gather(*[one(http, url, warm) for _ in range(min(streams, len(bodies)))])
             barrier.wait()
             await asyncio.gather(*[lane() for _ in range(streams)])
             return out
@@ -76,9 +120,13 @@ def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool,
 
 
 def run_load(url: str, model: str, prompts: list[str], concurrency: int, max_tokens: int, requests: int | None = None,
-             processes: int = 1, keepalive: bool = True, extra: dict | None = None) -> dict[str, float]:
+             processes: int = 1, keepalive: bool = True, extra: dict | None = None,
+             client: str = "aiohttp") -> dict[str, float]:
     """Drive ``concurrency`` concurrent streams (``requests`` in all, default one per stream) from ``processes``
-    separate client processes; aggregate output tokens/s and TTFT percentiles (ms)."""
+    separate client processes with ``client`` (``aiohttp`` or ``httpx``); aggregate output tokens/s and TTFT
+    percentiles (ms)."""
+    if client not in CLIENTS:
+        raise ValueError(f"client must be one of {CLIENTS}")
     requests = requests or concurrency
     processes = max(1, min(processes, concurrency))
     ctx = mp.get_context("spawn")
@@ -89,7 +137,7 @@ def run_load(url: str, model: str, prompts: list[str], concurrency: int, max_tok
         count = requests // processes + (1 if p < requests % processes else 0)
         bodies = _bodies(model, prompts, max_tokens, first, count, extra or {})
         first += count
-        proc = ctx.Process(target=_client_process, args=(url, bodies, streams, keepalive, barrier, results))
+        proc = ctx.Process(target=_client_process, args=(url, bodies, streams, keepalive, client, barrier, results))
         proc.start()
         procs.append(proc)
     rows = []

@@ -10,6 +10,7 @@
 #            so that a next run on the same, still warm machine finds it built)
 #            --no-bench  --no-serve  --no-tests  --v2-json FILE
 #            --http-bench-only (of the benchmarks, run only the HTTP one: gallama run vs the raw generator)
+#   environment: HTTP_STREAMS=1,8,32,64 HTTP_REPEAT=3 HTTP_SIDES=raw,http HTTP_CLIENT=aiohttp|httpx
 #
 # Outputs go to $OUT (the device tool's folder) or test-output/gpu; models and builds to $GPU_WORK
 # (/tmp/gallama-gpu), reused while the machine stays up.
@@ -110,7 +111,7 @@ run_engine() {  # run_engine v2|v3
     if [ "$e" = v3 ]; then
       say "$e: benchmark through HTTP (front + engine worker, separate client processes) vs raw batched generator"
       check "$e http bench" python3 benchmarks/bench_http_exllama.py --engine $e --model "$BIG" --streams ${HTTP_STREAMS:-1,8,32,64} \
-        --new-tokens 256 --repeat ${HTTP_REPEAT:-3} --sides ${HTTP_SIDES:-raw,http} --clients 4 --json "$OUT/bench-http-$e.json" --log-dir "$OUT"
+        --new-tokens 256 --repeat ${HTTP_REPEAT:-3} --sides ${HTTP_SIDES:-raw,http} --clients 4 --client ${HTTP_CLIENT:-aiohttp} --json "$OUT/bench-http-$e.json" --log-dir "$OUT"
     fi
   fi
 }
