@@ -15,7 +15,10 @@ wait for the GIL takes longer. "raw" calls ``iterate()`` in a plain loop (what `
 with the same streams through an engine worker process (``RemoteBackend`` over the worker protocol): the cost of
 the process boundary; and the worker against the plain loop (raw). Every side does the work calibrated in this
 process. The stand-in is registered for the worker through a throw-away distribution (a dist-info with an entry
-point in a temp folder on ``PYTHONPATH``); nothing is installed.
+point in a temp folder on ``PYTHONPATH``); nothing is installed. ``--launcher ray`` puts the worker on a Ray
+actor instead (gallama-ray; a local Ray head on loopback is started and stopped), and ``--no-direct`` gives the
+stand-in no ``generate_into``, so the worker streams it with one task per job on its event loop (the path
+before the engine thread wrote its steps itself).
 """
 
 from __future__ import annotations
@@ -154,6 +157,10 @@ class Busy(Backend):
         return self.engine.start(Job(request.max_tokens), 1, "busy", target, key)
 
 
+if os.environ.get("BUSY_DIRECT") == "0":
+    Busy.generate_into = None
+
+
 @hookimpl
 def gallama_backends():
     return [BackendSpec(name="busy", settings_model=ModelSettings, load=lambda s, p: Busy(s))]
@@ -179,12 +186,24 @@ async def worker_main(args) -> list[dict]:
     plain = BusyGenerator(args.step_ms / 1000)  # calibrated here; every side does its amount of work per step
     os.environ["BUSY_STEP_MS"] = str(args.step_ms)
     os.environ["BUSY_TURNS"] = str(plain.turns)
+    os.environ["BUSY_DIRECT"] = "0" if args.no_direct else "1"
     sys.path.insert(0, str(folder))
     import gallama_busy_plugin
 
     settings = ModelSettings(model_id="busy", backend="busy")
     local = gallama_busy_plugin.Busy(settings)
-    worker = await LocalProcessLauncher(log_level="warning").launch(settings, LoadProgress())
+    head = None
+    if args.launcher == "ray":
+        from bench_ray_chunks import start_head
+        from gallama_ray.launcher import RayLauncher
+        from gallama_ray.settings import RaySection
+
+        head = start_head(dict(os.environ))
+        env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BUSY_STEP_MS", "BUSY_TURNS", "BUSY_DIRECT")}
+        launcher = RayLauncher(head[0], RaySection(runtime_env={"env_vars": env_vars}), log_level="warning")
+    else:
+        launcher = LocalProcessLauncher(log_level="warning")
+    worker = await launcher.launch(settings, LoadProgress())
 
     async def drive(backend, b: int) -> float:
         async def one() -> int:
@@ -213,6 +232,10 @@ async def worker_main(args) -> list[dict]:
     finally:
         await worker.stop()
         local.engine.close()
+        if head is not None:
+            import subprocess
+
+            subprocess.run([head[1], "stop", "--force"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return rows
 
 
@@ -223,11 +246,14 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--worker", action="store_true", help="in process vs through an engine worker process")
+    ap.add_argument("--launcher", choices=["local", "ray"], default="local", help="with --worker: where it runs")
+    ap.add_argument("--no-direct", action="store_true", help="with --worker: no generate_into (one task per job)")
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     worker = args.worker
     rows = asyncio.run(worker_main(args) if worker else main_async(args))
-    what = "engine worker vs in process" if worker else "engine thread vs a plain iterate() loop"
+    what = (f"engine worker ({args.launcher}, {'one task per job' if args.no_direct else 'engine thread writes'}) "
+            "vs in process") if worker else "engine thread vs a plain iterate() loop"
     print(f"{what}: {args.step_ms:g} ms per step, {args.steps} steps, median of {args.repeat} pairs, "
           f"Python {sys.version.split()[0]}")
     print("| batch | " + ("worker/in-process | range | worker/raw |" if worker else

@@ -6,6 +6,8 @@ Used by the project's own tests and usable by third-party plugin authors::
 
     with running_server(["-id", f"model_id={smollm2_gguf()} model_name=smol"]) as base_url:
         client = openai.OpenAI(base_url=base_url + "/v1", api_key="x")
+
+:class:`StepGenerator` stands in for an ExLlama-shaped engine in tests of engine-thread backends.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -192,3 +195,48 @@ def write_byte_tokenizer(folder) -> int:
                      "vocab": vocab, "merges": [f"{a} {b}" for a, b in merges]}}
     (folder / "tokenizer.json").write_text(json.dumps(tok))
     return 0
+
+
+# ------------------------------------------------------------------- an engine for engine-thread backends
+
+
+class Job:
+    """A job of :class:`StepGenerator`: ``steps`` tokens."""
+
+    def __init__(self, steps: int):
+        self.steps, self.done = steps, 0
+
+
+class StepGenerator:
+    """An ExLlama-shaped generator, no engine: ``enqueue`` / ``cancel`` / ``iterate``, one result per job per step
+    (the digits of its count), ``pause`` seconds a step; ``fail_at`` makes that step raise. For tests of backends
+    built on :class:`gallama_core.models.engine_thread.EngineLoop` and of the worker's step messages."""
+
+    def __init__(self, pause: float = 0.0, fail_at: int | None = None):
+        self.jobs: list[Job] = []
+        self.pause, self.fail_at, self.steps = pause, fail_at, 0
+        self.cancelled: list[Job] = []
+        self.threads: set[threading.Thread] = set()
+
+    def enqueue(self, job: Job) -> None:
+        self.jobs.append(job)
+
+    def cancel(self, job: Job) -> None:
+        self.jobs.remove(job)
+        self.cancelled.append(job)
+
+    def iterate(self) -> list[dict]:
+        self.threads.add(threading.current_thread())
+        self.steps += 1
+        if self.fail_at is not None and self.steps >= self.fail_at:
+            raise RuntimeError("CUDA error: out of memory")
+        time.sleep(self.pause)
+        out = []
+        for job in list(self.jobs):
+            job.done += 1
+            eos = job.done >= job.steps
+            out.append({"job": job, "stage": "streaming", "text": str(job.done % 10), "eos": eos,
+                        "eos_reason": "max_new_tokens" if eos else None, "new_tokens": job.done})
+            if eos:
+                self.jobs.remove(job)
+        return out

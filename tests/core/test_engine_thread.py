@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from step_generator import Job, StepGenerator
+from gallama_core.testing import Job, StepGenerator
 
 from gallama_core.models.engine_thread import EngineLoop
 from gallama_core.errors import GallamaError

@@ -222,9 +222,8 @@ class Threaded(EchoBackend):
 
     def __init__(self, settings):
         super().__init__(settings)
-        from step_generator import StepGenerator
-
         from gallama_core.models.engine_thread import EngineLoop
+        from gallama_core.testing import StepGenerator
 
         self.gen = StepGenerator(pause=0.002)
         self.engine = EngineLoop(self.gen, "threaded")
@@ -234,7 +233,7 @@ class Threaded(EchoBackend):
         yield  # pragma: no cover
 
     def generate_into(self, request, target, key):
-        from step_generator import Job
+        from gallama_core.testing import Job
 
         if "TOO LONG" in request.prompt:
             raise InvalidRequestError("the prompt is too long", code="context_length_exceeded")

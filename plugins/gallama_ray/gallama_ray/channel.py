@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from typing import Any, AsyncIterator
 
 from gallama_core.workers.protocol import new_unpacker, pack
@@ -26,9 +27,16 @@ IN_FLIGHT = 4
 
 
 class ActorSideChannel:
-    """Inside the actor: messages from ``deliver`` calls in, packed bytes out to the ``events`` stream."""
+    """Inside the actor: messages from ``deliver`` calls in, packed bytes out to the ``events`` stream.
+
+    Made on the actor's event loop. ``send_packed`` may be called from any thread: the engine thread writes each
+    step's messages itself (``Backend.generate_into``), as it does into a local worker's socket, and the loop
+    wakes once for whatever piled up, never once per job."""
 
     def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._lock = threading.Lock()  # guards _out and _wake_pending: engine thread and loop both write
+        self._wake_pending = False
         self._inbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self._unpacker = new_unpacker()
         self._next_seq = 0
@@ -58,9 +66,28 @@ class ActorSideChannel:
     # worker -> front
     def send_nowait(self, message: dict[str, Any]) -> None:
         if not self._closed:
-            self._out.append(pack(message))
-            self._drained.clear()
-            self._has_output.set()
+            with self._lock:
+                self._out.append(pack(message))
+            self._output_waiting()
+
+    def send_packed(self, data: bytes) -> None:
+        """Any thread: messages already packed (one or several, back to back)."""
+        if self._closed or not data:
+            return
+        with self._lock:
+            self._out.append(data)
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            try:
+                self._loop.call_soon_threadsafe(self._output_waiting)
+            except RuntimeError:  # the loop is closed: the actor is going away
+                pass
+
+    def _output_waiting(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        self._drained.clear()
+        self._has_output.set()
 
     async def send(self, message: dict[str, Any]) -> None:
         self.send_nowait(message)
@@ -84,7 +111,8 @@ class ActorSideChannel:
         while True:
             await self._has_output.wait()
             self._has_output.clear()
-            data, self._out = b"".join(self._out), []
+            with self._lock:
+                data, self._out = b"".join(self._out), []
             if data:
                 yield data  # with back-pressure this waits while the front has IN_FLIGHT items unread
             self._drained.set()

@@ -88,3 +88,83 @@ async def test_actor_side_channel_restores_order_and_merges_unread_output():
     channel.close()
     assert await anext(stream, None) is None
     await drained
+
+
+async def test_actor_side_channel_takes_writes_from_another_thread_in_order():
+    """The engine thread writes each step itself (``send_packed``), the loop its control messages; the events
+    stream carries both, each writer's in its order, and what piled up while the loop was busy as one item."""
+    import threading
+
+    channel = ActorSideChannel()
+
+    def engine_thread(first, last):
+        for i in range(first, last):
+            channel.send_packed(pack({"t": "chunks", "i": i}) + (pack({"t": "end", "i": i}) if i % 50 == 49 else b""))
+
+    stream = channel.outgoing()
+    thread = threading.Thread(target=engine_thread, args=(0, 100))
+    thread.start()
+    thread.join()  # the loop is blocked meanwhile: 100 steps pile up
+    channel.send_nowait({"t": "pong", "i": -1})
+    unpacker = new_unpacker()
+    unpacker.feed(await asyncio.wait_for(anext(stream), 5))
+    got = list(unpacker)
+    assert len(got) == 103  # all in one item
+
+    thread = threading.Thread(target=engine_thread, args=(100, 200))  # now while the loop reads
+    thread.start()
+    while len(got) < 205:
+        unpacker.feed(await asyncio.wait_for(anext(stream), 5))
+        got.extend(unpacker)
+    thread.join()
+    assert [m["i"] for m in got if m["t"] == "chunks"] == list(range(200))
+    assert [m["i"] for m in got if m["t"] == "end"] == [49, 99, 149, 199]
+    ends = [n for n, m in enumerate(got) if m["t"] == "end"]
+    assert all(got[n - 1] == {"t": "chunks", "i": got[n]["i"]} for n in ends)  # a job's end right after its chunks
+    channel.close()
+    assert await anext(stream, None) is None
+
+
+async def test_a_worker_on_a_ray_actor_streams_an_engine_thread_backend_through_generate_into():
+    from gallama_core.models.backend import Backend, GenerationRequest
+    from gallama_core.models.engine_thread import EngineLoop
+    from gallama_core.testing import Job, StepGenerator
+    from gallama_core.workers.protocol import request_to_wire
+    from gallama_core.workers.server import WorkerService
+
+    class Threaded(Backend):
+        def __init__(self):
+            super().__init__("threaded", "m", 1024, None)
+            self.engine = EngineLoop(StepGenerator(pause=0.001), "threaded")
+
+        async def generate(self, request):
+            raise AssertionError("an engine-thread backend streams through generate_into")
+            yield  # pragma: no cover
+
+        def generate_into(self, request, target, key):
+            return self.engine.start(Job(request.max_tokens), 3, "threaded", target, key)
+
+    backend, channel = Threaded(), ActorSideChannel()
+    service = WorkerService(backend, channel)
+    assert service.direct is not None  # the actor's channel takes the engine thread's writes
+    inbox: asyncio.Queue = asyncio.Queue()
+    serving = asyncio.ensure_future(service.serve(inbox))
+    for job_id, tokens in ((1, 4), (2, 12)):
+        inbox.put_nowait({"t": "generate", "id": job_id,
+                          "request": request_to_wire(GenerationRequest(prompt="x", max_tokens=tokens))})
+    unpacker, text, ended = new_unpacker(), {1: "", 2: ""}, set()
+    stream = channel.outgoing()
+    while ended != {1, 2}:
+        unpacker.feed(await asyncio.wait_for(anext(stream), 5))
+        for message in unpacker:
+            if message["t"] == "chunks":
+                for job_id, chunks in message["jobs"]:
+                    text[job_id] += "".join(chunk.get("text", "") for chunk in chunks)
+            elif message["t"] == "end":
+                ended.add(message["id"])
+    assert text == {1: "1234", 2: "123456789012"}
+    assert backend.engine.wakeups == 0  # no event-loop pass per step
+    inbox.put_nowait({"t": "shutdown"})
+    await asyncio.wait_for(serving, 5)
+    channel.close()
+    await asyncio.to_thread(backend.engine.close)
