@@ -82,11 +82,16 @@ class Outbox:
             chunks, self._chunks = self._chunks, {}
             control, self._control = self._control, []
             if chunks:  # a job's chunks always precede its end/error, which come later in `control`
-                self._channel.send_nowait({"t": "chunks", "jobs": [[job_id, merge_wire_chunks(items)]
-                                                                   for job_id, items in chunks.items()]})
+                self._channel.send_nowait(chunks_message(chunks))
             for message in control:
                 self._channel.send_nowait(message)
             await self._channel.drain()
+
+
+def chunks_message(by_job: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """One ``chunks`` message: each job's wire chunks, consecutive plain ones merged."""
+    return {"t": "chunks", "jobs": [[job_id, chunks if len(chunks) == 1 else merge_wire_chunks(chunks)]
+                                    for job_id, chunks in by_job.items()]}
 
 
 class StepMessages:
@@ -109,8 +114,7 @@ class StepMessages:
                 ends.append(failure_message(job_id, item))
             else:
                 jobs.setdefault(job_id, []).append(chunk_to_wire(item))
-        data = pack({"t": "chunks", "jobs": [[job_id, chunks if len(chunks) == 1 else merge_wire_chunks(chunks)]
-                                             for job_id, chunks in jobs.items()]}) if jobs else b""
+        data = pack(chunks_message(jobs)) if jobs else b""
         for message in ends:  # after the job's last chunks
             data += pack(message)
             self._finished(message["id"])
