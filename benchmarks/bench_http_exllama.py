@@ -12,6 +12,11 @@
   bottleneck at tens of streams, see there), the way OpenAI clients drive it. Tokens/s = completion tokens /
   wall time.
 
+Each side also reports what its engine did during the run (the raw generator's ``iterate()`` counted by a wrapper,
+gallama's from ``/metrics``' ``gallama_engine_*`` counters): steps, ms per step, mean batch, gallama's own work
+between two steps, and the share of the wall time spent inside steps. Same steps but slower ones put a gap in the
+engine's process (the GIL); more steps or a lower busy share put it in how the jobs arrive.
+
 Both stay loaded and run each concurrency once unmeasured first; each repeat measures raw then gallama (or the
 reverse, alternating), and the ratio is the median of the per-pair ratios (the machines' shared CPUs drift
 from run to run: see bench_exllama.py), with its interquartile range and a 90% bootstrap interval of that
@@ -55,6 +60,7 @@ def raw_server(args) -> None:
 
     backend = load(args.engine, args.model, args.cache_size, max(args.streams))
     backend.stop_on_eos = False
+    steps = StepCounter(backend.generator)
     texts = prompts(max(args.streams))
     raw_run(args.engine, backend, texts[:2], 16)  # warm-up
     asyncio.run(inproc_run(backend, texts[:2], 16))
@@ -64,13 +70,62 @@ def raw_server(args) -> None:
         b = int(b)
         if side == "raw":
             ttft = raw_run(args.engine, backend, texts[:b], 1)
+            before = steps.stats()
             elapsed = raw_run(args.engine, backend, texts[:b], args.new_tokens)
             print(json.dumps({"tokens_per_s": b * args.new_tokens / elapsed, "ttft_ms": 1000 * ttft,
-                              "decode_ms_per_token": 1000 * (elapsed - ttft) / max(1, args.new_tokens - 1)}),
-                  flush=True)
+                              "decode_ms_per_token": 1000 * (elapsed - ttft) / max(1, args.new_tokens - 1),
+                              "engine": engine_delta(before, steps.stats(), elapsed)}), flush=True)
         else:
+            before = steps.stats()
             elapsed, tokens = asyncio.run(inproc_run(backend, texts[:b], args.new_tokens))
-            print(json.dumps({"tokens_per_s": tokens / elapsed}), flush=True)
+            print(json.dumps({"tokens_per_s": tokens / elapsed, "engine": engine_delta(before, steps.stats(), elapsed)}),
+                  flush=True)
+
+
+class StepCounter:
+    """Counts the raw generator's steps as ``EngineLoop.stats`` does for gallama (same keys; no delivery)."""
+
+    def __init__(self, generator):
+        self.steps = self.job_steps = 0
+        self.seconds = 0.0
+        iterate = generator.iterate
+
+        def counted():
+            t0 = time.perf_counter()
+            results = iterate()
+            self.seconds += time.perf_counter() - t0
+            if results:
+                self.steps += 1
+                self.job_steps += len(results)
+            return results
+
+        generator.iterate = counted
+
+    def stats(self) -> dict:
+        return {"steps": self.steps, "step_seconds": self.seconds, "job_steps": self.job_steps,
+                "delivery_seconds": 0.0}
+
+
+def engine_delta(before: dict | None, after: dict | None, wall_s: float) -> dict | None:
+    """What the engine did during one run: steps, ms per step, mean batch, gallama's ms per step between steps,
+    and the share of the run's wall time spent inside steps (below 1: the engine waited for work)."""
+    if before is None or not after:
+        return None
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("steps", "step_seconds", "job_steps",
+                                                                 "delivery_seconds")}
+    n = max(1.0, d["steps"])
+    return {"steps": d["steps"], "step_ms": 1000 * d["step_seconds"] / n, "batch": d["job_steps"] / n,
+            "delivery_ms": 1000 * d["delivery_seconds"] / n, "busy": d["step_seconds"] / wall_s}
+
+
+def engine_from_metrics(text: str) -> dict:
+    """The ``gallama_engine_*_total`` counters of /metrics, summed over instances."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("gallama_engine_"):
+            name = line.split("{", 1)[0].split(" ", 1)[0][len("gallama_engine_"):].removesuffix("_total")
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 class DirectWorker:
@@ -113,12 +168,23 @@ class DirectWorker:
             out = await asyncio.gather(*(one(t) for t in self.texts[:b]))
             return time.perf_counter() - t0, out
 
+        backend = self.worker.backend
+        self.loop.run_until_complete(backend.ping())
+        before = backend.engine_stats()
         elapsed, out = self.loop.run_until_complete(all_of())
+        self.loop.run_until_complete(backend.ping())
         return {"tokens_per_s": sum(n for _, n in out) / elapsed,
-                "ttft_p50_ms": 1000 * statistics.median(f for f, _ in out)}
+                "ttft_p50_ms": 1000 * statistics.median(f for f, _ in out),
+                "engine": engine_delta(before, backend.engine_stats(), elapsed)}
 
     def close(self):
         self.loop.run_until_complete(self.worker.stop())
+
+
+def median_engine(runs: list[dict | None]) -> dict | None:
+    """The median of each engine figure over a row's runs (None when the side reported none)."""
+    runs = [r for r in runs if r]
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]} if runs else None
 
 
 def median_interval(values: list[float], level: float = 0.90, resamples: int = 4000) -> tuple[float, float]:
@@ -132,18 +198,19 @@ def median_interval(values: list[float], level: float = 0.90, resamples: int = 4
     return quantile(medians, tail), quantile(medians, 1 - tail)
 
 
-def server_ttft(url: str) -> tuple[float, float]:
-    """(sum, count) of the front's own time-to-first-token histogram (``GET /metrics``): the server's side of
-    TTFT, without the client's."""
+def server_metrics(url: str) -> tuple[tuple[float, float], dict]:
+    """From ``GET /metrics``: (sum, count) of the front's own time-to-first-token histogram (the server's side of
+    TTFT, without the client's), and the engine's counters."""
     import httpx
 
     total = count = 0.0
-    for line in httpx.get(url + "/metrics", timeout=30).text.splitlines():
+    text = httpx.get(url + "/metrics", timeout=30).text
+    for line in text.splitlines():
         if line.startswith("gallama_time_to_first_token_seconds_sum"):
             total += float(line.rsplit(" ", 1)[1])
         elif line.startswith("gallama_time_to_first_token_seconds_count"):
             count += float(line.rsplit(" ", 1)[1])
-    return total, count
+    return (total, count), engine_from_metrics(text)
 
 
 def start_gallama(args):
@@ -193,11 +260,12 @@ def main() -> int:
     direct = DirectWorker(args) if "worker" in args.sides else None
 
     def gallama_run(b: int) -> dict:
-        before = server_ttft(url)
+        before, engine_before = server_metrics(url)
         result = run_load(url, "bench", WORDS_PROMPTS, b, args.new_tokens, requests=b,
                           processes=min(args.clients, b), client=args.client)
-        after = server_ttft(url)
+        after, engine_after = server_metrics(url)
         result["server_ttft_ms"] = 1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1])
+        result["engine"] = engine_delta(engine_before, engine_after, result["wall_s"])
         return result
 
     def save(rows: list[dict]) -> None:  # after every row: a run cut short keeps what it measured
@@ -213,6 +281,7 @@ def main() -> int:
         for b in args.streams:
             raws, gals, ratios = [], [], []
             extra: dict[str, list[float]] = {}
+            engines: dict[str, list[dict | None]] = {}  # per side: the engine's counters of each run
             # unmeasured: the first batch of this size in each process (measured once: 1.3 s TTFT at 8 streams
             # through HTTP in a first pair, against 35 ms in the next ones)
             raw_side(b)
@@ -228,13 +297,17 @@ def main() -> int:
                 gals.append(pair["gallama"])
                 ratios.append(pair["gallama"]["tokens_per_s"] / pair["raw"]["tokens_per_s"])
                 # diagnosis: the same load below HTTP (in process; through one worker without the front)
+                engines.setdefault("raw", []).append(pair["raw"].get("engine"))
+                engines.setdefault("http", []).append(pair["gallama"].get("engine"))
                 if "inproc" in args.sides:
-                    extra.setdefault("inproc", []).append(raw_side(b, "inproc")["tokens_per_s"]
-                                                          / pair["raw"]["tokens_per_s"])
+                    inproc = raw_side(b, "inproc")
+                    extra.setdefault("inproc", []).append(inproc["tokens_per_s"] / pair["raw"]["tokens_per_s"])
+                    engines.setdefault("inproc", []).append(inproc.get("engine"))
                 if direct is not None:
                     w = direct.run(b)
                     extra.setdefault("worker", []).append(w["tokens_per_s"] / pair["raw"]["tokens_per_s"])
                     extra.setdefault("worker_ttft", []).append(w["ttft_p50_ms"])
+                    engines.setdefault("worker", []).append(w.get("engine"))
             ci_low, ci_high = median_interval(ratios)
             row = {"streams": b, "raw_tps": statistics.median(r["tokens_per_s"] for r in raws),
                    "gallama_tps": statistics.median(g["tokens_per_s"] for g in gals),
@@ -249,9 +322,15 @@ def main() -> int:
                    "pace_ratio": statistics.median(r["decode_ms_per_token"] / g["decode_ms_per_token"]
                                                    for r, g in zip(raws, gals)),
                    "tokens": gals[-1]["tokens"], "expected_tokens": b * args.new_tokens, "pairs": len(ratios),
-                   **{f"{k}_median": statistics.median(v) for k, v in extra.items()}}
+                   **{f"{k}_median": statistics.median(v) for k, v in extra.items()},
+                   "engine": {side: median_engine(runs) for side, runs in engines.items()}}
             rows.append(row)
             save(rows)
+            for side, e in row["engine"].items():
+                if e:
+                    print(f"      engine, {side:6s}: {e['steps']:6.0f} steps of {e['step_ms']:6.2f} ms, mean batch "
+                          f"{e['batch']:5.1f}, gallama between steps {e['delivery_ms']:.3f} ms, busy {e['busy']:.3f} "
+                          "of the run", flush=True)
             if extra:
                 print("      below HTTP: " + "  ".join(f"{k} {statistics.median(v):.3f}" for k, v in extra.items()),
                       flush=True)

@@ -271,6 +271,18 @@ def serve_check(engine: str, model_dir: str, streams: list[int], extra: str, log
             check("disconnect cancels, server keeps serving", r.choices[0].finish_reason in ("stop", "length"))
         guarded("disconnect", disconnect)
 
+        def engine_metrics():
+            import httpx
+
+            counters = {line.split("{", 1)[0]: float(line.rsplit(" ", 1)[1])
+                        for line in httpx.get(base + "/metrics", timeout=30).text.splitlines()
+                        if line.startswith("gallama_engine_")}
+            steps, seconds = counters.get("gallama_engine_steps_total", 0), counters.get("gallama_engine_step_seconds_total", 0)
+            batch = counters.get("gallama_engine_job_steps_total", 0) / max(1, steps)
+            check("/metrics engine counters", steps > 0 and seconds > 0 and batch >= 1,
+                  f"{steps:.0f} steps, {1000 * seconds / max(1, steps):.2f} ms each, mean batch {batch:.1f}")
+        guarded("/metrics engine counters", engine_metrics)
+
     failed = [r for r in results if not r[1]]
     print(f"SERVE {engine}: {len(results) - len(failed)}/{len(results)} checks passed")
     return not failed

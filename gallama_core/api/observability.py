@@ -4,7 +4,8 @@ The request middleware times every HTTP request and, when its response has been 
 last chunk included), records it: ``gallama_requests_total{route, model, status}``, the duration, and what the
 pipeline noted for it in :data:`request_stats` (model, prompt/completion tokens, time to first token). Streams
 add each gap between two chunks to the inter-token latency histogram. Model states, requests in flight and
-queue lengths are read from the model manager when ``/metrics`` is scraped. The log line never holds the
+queue lengths are read from the model manager when ``/metrics`` is scraped, and so are the engine counters of
+backends that keep them (``Backend.engine_stats``, asked from each worker first). The log line never holds the
 prompt unless ``--log-prompts`` is given.
 """
 
@@ -17,7 +18,7 @@ import uuid
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from gallama_core.request_notes import request_stats
 
@@ -50,6 +51,29 @@ class _ModelStates:
             active.add_metric([name], running[name])
             queued.add_metric([name], waiting[name])
         yield from (state, active, queued)
+        yield from self._engine_counters()
+
+    def _engine_counters(self):
+        """``Backend.engine_stats`` of every instance whose engine steps a batch (instance: its position among
+        the model's instances). Counters restart from 0 when a worker restarts."""
+        families = {key: CounterMetricFamily(f"gallama_engine_{key}", text, labels=["model", "instance"])
+                    for key, text in _ENGINE_COUNTERS.items()}
+        seen: dict[str, int] = {}
+        for instance in self.models.instances:
+            index = seen[instance.name] = seen.get(instance.name, -1) + 1
+            stats = instance.backend.engine_stats() if instance.backend is not None else None
+            for key, family in families.items():
+                if stats and key in stats:
+                    family.add_metric([instance.name, str(index)], float(stats[key]))
+        yield from (family for family in families.values() if family.samples)
+
+
+_ENGINE_COUNTERS = {
+    "steps": "Batched engine steps that advanced at least one job",
+    "step_seconds": "Time inside the engine's steps",
+    "job_steps": "Jobs advanced, summed over steps (divided by steps: the mean batch)",
+    "delivery_seconds": "gallama's own work on the engine thread between two steps (handing results on)",
+}
 
 
 class Telemetry:

@@ -52,8 +52,10 @@ def core_router(state: AppState) -> APIRouter:
 
     @router.get("/metrics", tags=["server"], include_in_schema=False)
     async def metrics():
-        """Prometheus metrics (requests, tokens, TTFT, inter-token latency, model states, queues)."""
+        """Prometheus metrics (requests, tokens, TTFT, inter-token latency, model states, queues, engine steps)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        await state.models.refresh_engine_stats()
 
         return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 

@@ -184,6 +184,7 @@ class EngineLoop:
         self.results = 0
         self.wakeups = 0  # event-loop wake-ups posted (fewer than steps when results piled up)
         self.iterate_s = 0.0  # time spent inside generator.iterate()
+        self.deliver_s = 0.0  # after iterate(): routing a step's results and handing them over
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -263,6 +264,15 @@ class EngineLoop:
 
         return cancel
 
+    def stats(self) -> dict[str, float]:
+        """The engine thread's work since it started, for ``Backend.engine_stats``: ``steps`` (generator steps
+        that returned results), ``step_seconds`` (time inside ``iterate()``), ``job_steps`` (results, one per
+        job a step advanced: ``job_steps / steps`` is the mean batch) and ``delivery_seconds`` (this loop's own
+        work after each ``iterate()``: routing the step's results and handing them on, which the next step
+        waits for)."""
+        return {"steps": self.iterations, "step_seconds": self.iterate_s, "job_steps": self.results,
+                "delivery_seconds": self.deliver_s}
+
     @property
     def active_jobs(self) -> int:
         return len(self._sinks) + len(self._adds) + sum(map(len, self._staged.values()))
@@ -311,7 +321,8 @@ class EngineLoop:
                     self._flush(out)
                     self._fail_new_jobs(exc)
                     return
-                self.iterate_s += time.perf_counter() - t0
+                t1 = time.perf_counter()
+                self.iterate_s += t1 - t0
                 if results:
                     self.iterations += 1
                     self.results += len(results)
@@ -329,7 +340,10 @@ class EngineLoop:
                     out.setdefault(sink.route, []).append((sink, result))
                 if self._on_iteration is not None:
                     self._on_iteration()
-            self._flush(out)
+                self._flush(out)
+                self.deliver_s += time.perf_counter() - t1
+            elif out:
+                self._flush(out)
         # closed: wake every consumer
         out = {}
         for sink in list(sinks.values()) + [s for _, s in self._adds]:

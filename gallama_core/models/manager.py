@@ -203,6 +203,20 @@ class ModelManager:
         """Until every instance has finished its first load (ready or failed)."""
         await asyncio.gather(*[asyncio.shield(f) for f in self._first_load.values()], return_exceptions=True)
 
+    async def refresh_engine_stats(self, timeout: float = 1.0) -> None:
+        """Ask each ready instance's engine worker for its engine counters (``Backend.engine_stats``), so that
+        ``/metrics`` shows them as of now; a worker that does not answer within ``timeout`` keeps its last ones."""
+        pings = [asyncio.ensure_future(instance.backend.ping(timeout)) for instance in self.instances
+                 if instance.status == "ready" and hasattr(instance.backend, "ping")]
+        if not pings:
+            return
+        done, late = await asyncio.wait(pings, timeout=timeout)
+        for ping in late:
+            ping.cancel()
+        for ping in done:
+            if not ping.cancelled():
+                ping.exception()  # retrieved: a lost worker is the supervisor's to report, not /metrics'
+
     async def _stop(self, instance: ModelInstance) -> None:
         task = self._tasks.pop(id(instance), None)
         if task is not None:

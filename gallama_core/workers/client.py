@@ -190,6 +190,7 @@ class RemoteBackend(Backend):
         self.settings = settings
         self.connection = connection
         self._info = meta.get("info") or {}
+        self._engine_stats: dict[str, float] | None = None
         # The backend's plain attributes, as instance attributes: they win over the Backend class's defaults
         # (``concurrency``, ``special_tokens``...) as they do on the backend itself.
         for name, value in (meta.get("attributes") or {}).items():
@@ -239,7 +240,13 @@ class RemoteBackend(Backend):
             connection.close_job(job_id, cancel=not finished)
 
     async def ping(self, timeout: float = 5.0) -> None:
-        await asyncio.wait_for(self.connection.call({"t": "ping"}), timeout)
+        """Round trip to the worker; its answer brings the engine's counters (see :meth:`engine_stats`)."""
+        stats = await asyncio.wait_for(self.connection.call({"t": "ping"}), timeout)
+        self._engine_stats = stats if isinstance(stats, dict) else None
+
+    def engine_stats(self) -> dict[str, float] | None:
+        """The worker's engine counters as of the last :meth:`ping`."""
+        return self._engine_stats
 
     async def close(self) -> None:
         await self.connection.shutdown()

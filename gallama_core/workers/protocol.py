@@ -20,7 +20,8 @@ Worker → front:
 ``end``               ``id``: the job finished (its last chunk was sent before)
 ``error``             ``id``, ``error`` {status, type, message, param, code}: the job failed
 ``result``            ``id``, ``value``: a remote method call returned
-``pong``              ``id``: answer to ``ping``
+``pong``              ``id``, ``value``: answer to ``ping``; ``value`` is the backend's
+                      ``engine_stats()`` (a map of counters) or nil
 ====================  ==========================================================================
 
 Front → worker:

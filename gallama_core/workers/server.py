@@ -180,6 +180,13 @@ class WorkerService:
         finally:
             self.jobs.pop(call_id, None)
 
+    def _engine_stats(self) -> dict[str, float] | None:
+        try:
+            return self.backend.engine_stats()
+        except Exception:
+            log.warning("engine_stats failed", exc_info=True)
+            return None
+
     async def serve(self, inbox: "asyncio.Queue[dict[str, Any] | None]") -> None:
         """Until ``shutdown`` or the socket closes (``None`` in ``inbox``)."""
         writer = asyncio.create_task(self.outbox.run())
@@ -201,7 +208,7 @@ class WorkerService:
                     self.jobs[message["id"]] = asyncio.create_task(
                         self._call(message["id"], message["method"], list(message.get("args") or [])))
                 elif kind == "ping":
-                    self.outbox.control({"t": "pong", "id": message.get("id")})
+                    self.outbox.control({"t": "pong", "id": message.get("id"), "value": self._engine_stats()})
                 elif kind == "shutdown":
                     break
         finally:

@@ -60,6 +60,10 @@ async def test_concurrent_jobs_each_get_their_own_text():
         texts = ["".join(c.text for c in chunks) for chunks in results]
         assert texts == ["123", "1234567", "123456789012"]
         assert engine.active_jobs == 0
+        # submitted in one pass, so started together: 12 steps advanced 3 + 7 + 12 jobs
+        stats = engine.stats()
+        assert stats["steps"] == 12 and stats["job_steps"] == 22
+        assert stats["step_seconds"] >= 12 * 0.001 and stats["delivery_seconds"] > 0
     finally:
         engine.close()
 

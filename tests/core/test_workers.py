@@ -96,6 +96,7 @@ async def test_remote_backend_streams_calls_and_reads_attributes():
     with pytest.raises(AttributeError):
         remote.nothing_here
     await remote.ping()
+    assert remote.engine_stats() is None  # an engine without batched steps has no counters
     await remote.close()
     assert await asyncio.wait_for(task, 5) == 0
 
@@ -228,6 +229,9 @@ class Threaded(EchoBackend):
         self.gen = StepGenerator(pause=0.002)
         self.engine = EngineLoop(self.gen, "threaded")
 
+    def engine_stats(self):
+        return self.engine.stats()
+
     async def generate(self, request):
         raise AssertionError("the worker streams through generate_into")
         yield  # pragma: no cover
@@ -262,6 +266,11 @@ async def test_a_backend_with_generate_into_streams_cancels_and_fails_through_th
     assert [chunks[-1].finish_reason for chunks in results] == ["length", "length"]
     assert results[1][-1].completion_tokens == 12 and results[1][-1].prompt_tokens == 5
     assert backends[0].engine.wakeups == 0  # the worker's event loop was not woken per step
+    assert remote.engine_stats() is None  # not asked yet
+    await remote.ping()  # the answer carries the engine's counters
+    stats = remote.engine_stats()
+    assert stats["job_steps"] == 3 + 12 and 12 <= stats["steps"] <= 13
+    assert stats["step_seconds"] >= 12 * 0.002 and 0 < stats["delivery_seconds"] < stats["step_seconds"]
 
     with pytest.raises(InvalidRequestError) as info:
         await _collect(remote, GenerationRequest(prompt="TOO LONG", max_tokens=3))

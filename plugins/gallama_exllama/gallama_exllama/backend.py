@@ -289,6 +289,9 @@ class ExLlamaBackend(Backend):
         self.engine = EngineLoop(generator, settings.served_name)
         self.concurrency = settings.max_batch_size
 
+    def engine_stats(self) -> dict[str, float]:
+        return self.engine.stats()
+
     def info(self) -> dict:
         return {"max_seq_len": self.max_seq_len, "paged": self.paged, "max_batch_size": self.max_batch_size,
                 "attention": self.attention.get("chosen"), "cache_quant": self.settings.cache_quant,

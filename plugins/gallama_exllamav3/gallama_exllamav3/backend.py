@@ -200,6 +200,9 @@ class ExLlamaV3Backend(Backend):
         self.engine = EngineLoop(generator, settings.served_name)
         self.concurrency = settings.max_batch_size
 
+    def engine_stats(self) -> dict[str, float]:
+        return self.engine.stats()
+
     def info(self) -> dict:
         return {"max_seq_len": self.max_seq_len, "cache_tokens": self.main.cache.max_num_tokens,
                 "cache_quant": self.settings.cache_quant, "max_batch_size": self.settings.max_batch_size,
