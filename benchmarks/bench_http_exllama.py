@@ -181,6 +181,65 @@ class DirectWorker:
         self.loop.run_until_complete(self.worker.stop())
 
 
+class PySpy:
+    """``py-spy record`` of one process (every thread, without pausing it) until stopped: collapsed stacks, one
+    ``thread (tid): name;frame;frame... count`` line per stack, in ``path``. ``view``: "idle" samples every
+    thread in any state (running, in a native call, waiting), "gil" only the thread that holds the GIL."""
+
+    def __init__(self, pid: int, path: Path, view: str = "idle", rate: int = 200):
+        self.path = path
+        self.proc = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--rate", str(rate), "--nonblocking",
+                                      "--threads", f"--{view}", "--format", "raw", "--output", str(path)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> str:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            _, err = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return "" if self.path.exists() else (err or "no output")[-300:]
+
+
+def profile_row(b: int, raw_pid: int, url: str, raw_run_, http_run, folder: Path) -> None:
+    """One unmeasured run of each side under py-spy: the raw generator's process, then gallama's worker and front."""
+    import shutil
+
+    import httpx
+
+    if shutil.which("py-spy") is None:
+        print("      profile: py-spy is not on PATH, skipped", flush=True)
+        return
+    rows = httpx.get(url + "/list_loaded_models", timeout=30).json()
+    worker_pid = rows[0]["pid"]
+    front_pid = _front_pid_of(worker_pid)
+
+    def spied(pids: dict[str, int], run) -> dict[str, str]:
+        spies = {f"{name}-{view}": PySpy(pid, folder / f"profile-{b}-{name}-{view}.txt", view)
+                 for name, pid in pids.items() for view in ("idle", "gil")}
+        time.sleep(1.0)  # attached before the run starts
+        run()
+        return {name: spy.stop() for name, spy in spies.items()}
+
+    problems = spied({"raw": raw_pid}, raw_run_)
+    problems.update(spied({"worker": worker_pid, **({"front": front_pid} if front_pid else {})}, http_run))
+    for name, problem in problems.items():
+        print(f"      profile {name}: {problem or 'written'}", flush=True)
+
+
+def _front_pid_of(worker_pid: int) -> int | None:
+    """The front is the worker's parent."""
+    try:
+        with open(f"/proc/{worker_pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def median_engine(runs: list[dict | None]) -> dict | None:
     """The median of each engine figure over a row's runs (None when the side reported none)."""
     runs = [r for r in runs if r]
@@ -238,9 +297,13 @@ def main() -> int:
     ap.add_argument("--log-dir", default=os.environ.get("OUT", "."))
     ap.add_argument("--sides", default="raw,http", help="also 'inproc' (Backend.generate in one process) and "
                     "'worker' (RemoteBackend to one engine worker, no front): where the HTTP gap comes from")
+    ap.add_argument("--profile", default="", help="streams (e.g. 64) at which one extra, unmeasured run of each side "
+                    "is sampled with py-spy (on PATH): the raw process, and gallama's worker and front; collapsed "
+                    "stacks go to --log-dir as profile-S-{raw,worker,front}.txt (see benchmarks/pyspy_top.py)")
     ap.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.streams = [int(s) for s in args.streams.split(",")]
+    args.profile = {int(s) for s in args.profile.split(",") if s}
     if args.raw_worker:
         raw_server(args)
         return 0
@@ -308,6 +371,8 @@ def main() -> int:
                     extra.setdefault("worker", []).append(w["tokens_per_s"] / pair["raw"]["tokens_per_s"])
                     extra.setdefault("worker_ttft", []).append(w["ttft_p50_ms"])
                     engines.setdefault("worker", []).append(w.get("engine"))
+            if b in args.profile:
+                profile_row(b, raw.pid, url, lambda: raw_side(b), lambda: gallama_run(b), Path(args.log_dir))
             ci_low, ci_high = median_interval(ratios)
             row = {"streams": b, "raw_tps": statistics.median(r["tokens_per_s"] for r in raws),
                    "gallama_tps": statistics.median(g["tokens_per_s"] for g in gals),

@@ -11,6 +11,8 @@
 #            --no-bench  --no-serve  --no-tests  --v2-json FILE
 #            --http-bench-only (of the benchmarks, run only the HTTP one: gallama run vs the raw generator)
 #   environment: HTTP_STREAMS=1,8,32,64 HTTP_REPEAT=3 HTTP_SIDES=raw,http HTTP_CLIENT=aiohttp|httpx
+#                HTTP_PROFILE=64 (streams at which one extra run of each side is sampled with py-spy: summaries in
+#                the log, collapsed stacks in $OUT/profiles.tgz)
 #
 # Outputs go to $OUT (the device tool's folder) or test-output/gpu; models and builds to $GPU_WORK
 # (/tmp/gallama-gpu), reused while the machine stays up.
@@ -48,7 +50,7 @@ if [ -d .whl ] && [ ! -f "$WORK/wheels-installed" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && touch "$WORK/wheels-installed" || { note "FAIL installing carried wheels"; exit 1; }
 fi
-export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
   --target /tmp/site . plugins/gallama_exllama plugins/gallama_exllamav3 >"$WORK/pip-gallama.log" 2>&1 \
   || { cat "$WORK/pip-gallama.log"; note "FAIL installing gallama"; exit 1; }
@@ -111,7 +113,12 @@ run_engine() {  # run_engine v2|v3
     if [ "$e" = v3 ]; then
       say "$e: benchmark through HTTP (front + engine worker, separate client processes) vs raw batched generator"
       check "$e http bench" python3 benchmarks/bench_http_exllama.py --engine $e --model "$BIG" --streams ${HTTP_STREAMS:-1,8,32,64} \
-        --new-tokens 256 --repeat ${HTTP_REPEAT:-3} --sides ${HTTP_SIDES:-raw,http} --clients 4 --client ${HTTP_CLIENT:-aiohttp} --json "$OUT/bench-http-$e.json" --log-dir "$OUT"
+        --new-tokens 256 --repeat ${HTTP_REPEAT:-3} --sides ${HTTP_SIDES:-raw,http} --clients 4 --client ${HTTP_CLIENT:-aiohttp} --json "$OUT/bench-http-$e.json" --log-dir "$OUT" \
+        --profile "${HTTP_PROFILE:-}"
+      if ls "$OUT"/profile-*.txt >/dev/null 2>&1; then
+        python3 benchmarks/pyspy_top.py "$OUT"/profile-*.txt | tee -a "$SUMMARY"
+        (cd "$OUT" && tar czf profiles.tgz profile-*.txt && rm -f profile-*.txt)
+      fi
     fi
   fi
 }
