@@ -156,6 +156,9 @@ class Busy(Backend):
     def generate_into(self, request, target, key):  # what the worker uses, as with the ExLlama backends
         return self.engine.start(Job(request.max_tokens), 1, "busy", target, key)
 
+    def engine_stats(self):
+        return self.engine.stats()
+
 
 if os.environ.get("BUSY_DIRECT") == "0":
     Busy.generate_into = None
@@ -217,18 +220,34 @@ async def worker_main(args) -> list[dict]:
         assert sum(counts) == b * args.steps, counts
         return time.perf_counter() - t0
 
+    remote = worker.backend
+
+    async def engine_now() -> dict:
+        await remote.ping()
+        return remote.engine_stats()
+
     rows = []
     try:
         for b in args.batches:
-            ratios, vs_raw = [], []
+            ratios, vs_raw, step_ratio, delivery = [], [], [], []
             for i in range(args.repeat):
-                sides = (local, worker.backend) if i % 2 == 0 else (worker.backend, local)
-                times = {id(side): await drive(side, b) for side in sides}
+                sides = (local, remote) if i % 2 == 0 else (remote, local)
+                times = {}
+                for side in sides:
+                    before = await engine_now() if side is remote else None
+                    times[id(side)] = await drive(side, b)
+                    if side is remote:  # the worker's engine: time per step, and gallama's between steps
+                        after = await engine_now()
+                        steps = max(1, after["steps"] - before["steps"])
+                        worker_step = (after["step_seconds"] - before["step_seconds"]) / steps
+                        delivery.append((after["delivery_seconds"] - before["delivery_seconds"]) / steps)
                 raw = raw_run(plain, b, args.steps)
-                ratios.append(times[id(local)] / times[id(worker.backend)])
-                vs_raw.append(raw / times[id(worker.backend)])
+                ratios.append(times[id(local)] / times[id(remote)])
+                vs_raw.append(raw / times[id(remote)])
+                step_ratio.append((raw / args.steps) / worker_step)
             rows.append({"batch": b, "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
-                         "worker_vs_raw": statistics.median(vs_raw)})
+                         "worker_vs_raw": statistics.median(vs_raw), "step_vs_raw": statistics.median(step_ratio),
+                         "delivery_ms": 1000 * statistics.median(delivery)})
     finally:
         await worker.stop()
         local.engine.close()
@@ -256,11 +275,12 @@ def main() -> int:
             "vs in process") if worker else "engine thread vs a plain iterate() loop"
     print(f"{what}: {args.step_ms:g} ms per step, {args.steps} steps, median of {args.repeat} pairs, "
           f"Python {sys.version.split()[0]}")
-    print("| batch | " + ("worker/in-process | range | worker/raw |" if worker else
+    print("| batch | " + ("worker/in-process | range | worker/raw | worker's steps: raw's ms / its ms | "
+                          "gallama between steps |" if worker else
                          "gallama/raw | range | gallama overhead per step | wake-ups per step |"))
-    print("|---:|---:|---:|---:|" + ("" if worker else "---:|"))
+    print("|---:|---:|---:|---:|---:|" + ("---:|" if worker else ""))
     for r in rows:
-        extra = f" {r['worker_vs_raw']:.3f} |" if worker else \
+        extra = f" {r['worker_vs_raw']:.3f} | {r['step_vs_raw']:.3f} | {r['delivery_ms']:.3f} ms |" if worker else \
             f" {r['overhead_ms_per_step']:.3f} ms | {r['wakeups_per_step']:.2f} |"
         print(f"| {r['batch']} | {r['ratio']:.3f} | {r['min']:.3f}-{r['max']:.3f} |{extra}")
     return 0
