@@ -56,7 +56,6 @@ def core_router(state: AppState) -> APIRouter:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         await state.models.refresh_engine_stats()
-
         return Response(generate_latest(state.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/list_loaded_models", tags=["management", "models"])
