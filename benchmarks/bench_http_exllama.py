@@ -118,16 +118,6 @@ def engine_delta(before: dict | None, after: dict | None, wall_s: float) -> dict
             "delivery_ms": 1000 * d["delivery_seconds"] / n, "busy": d["step_seconds"] / wall_s}
 
 
-def engine_from_metrics(text: str) -> dict:
-    """The ``gallama_engine_*_total`` counters of /metrics, summed over instances."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("gallama_engine_"):
-            name = line.split("{", 1)[0].split(" ", 1)[0][len("gallama_engine_"):].removesuffix("_total")
-            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
-
-
 class DirectWorker:
     """gallama's engine worker driven through RemoteBackend from this process (no front, no HTTP)."""
 
@@ -259,17 +249,20 @@ def median_interval(values: list[float], level: float = 0.90, resamples: int = 4
 
 def server_metrics(url: str) -> tuple[tuple[float, float], dict]:
     """From ``GET /metrics``: (sum, count) of the front's own time-to-first-token histogram (the server's side of
-    TTFT, without the client's), and the engine's counters."""
+    TTFT, without the client's), and the engine's counters (``gallama_engine_*_total``, summed over instances)."""
     import httpx
+    from prometheus_client.parser import text_string_to_metric_families
 
-    total = count = 0.0
-    text = httpx.get(url + "/metrics", timeout=30).text
-    for line in text.splitlines():
-        if line.startswith("gallama_time_to_first_token_seconds_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("gallama_time_to_first_token_seconds_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    return (total, count), engine_from_metrics(text)
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(httpx.get(url + "/metrics", timeout=30).text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    ttft = (sums.get("gallama_time_to_first_token_seconds_sum", 0.0),
+            sums.get("gallama_time_to_first_token_seconds_count", 0.0))
+    engine = {key: sums[f"gallama_engine_{key}_total"] for key in ("steps", "step_seconds", "job_steps",
+                                                                    "delivery_seconds")
+              if f"gallama_engine_{key}_total" in sums}
+    return ttft, engine
 
 
 def start_gallama(args):

@@ -273,10 +273,11 @@ def serve_check(engine: str, model_dir: str, streams: list[int], extra: str, log
 
         def engine_metrics():
             import httpx
+            from prometheus_client.parser import text_string_to_metric_families
 
-            counters = {line.split("{", 1)[0]: float(line.rsplit(" ", 1)[1])
-                        for line in httpx.get(base + "/metrics", timeout=30).text.splitlines()
-                        if line.startswith("gallama_engine_")}
+            counters = {sample.name: sample.value
+                        for family in text_string_to_metric_families(httpx.get(base + "/metrics", timeout=30).text)
+                        for sample in family.samples if sample.name.startswith("gallama_engine_")}
             steps, seconds = counters.get("gallama_engine_steps_total", 0), counters.get("gallama_engine_step_seconds_total", 0)
             batch = counters.get("gallama_engine_job_steps_total", 0) / max(1, steps)
             check("/metrics engine counters", steps > 0 and seconds > 0 and batch >= 1,
