@@ -201,12 +201,14 @@ def profile_row(b: int, raw_pid: int, url: str, raw_run_, http_run, folder: Path
 
     import httpx
 
+    from gallama_core.testing import parent_pid
+
     if shutil.which("py-spy") is None:
         print("      profile: py-spy is not on PATH, skipped", flush=True)
         return
     rows = httpx.get(url + "/list_loaded_models", timeout=30).json()
     worker_pid = rows[0]["pid"]
-    front_pid = _front_pid_of(worker_pid)
+    front_pid = parent_pid(worker_pid)  # the front started the worker
 
     def spied(pids: dict[str, int], run) -> dict[str, str]:
         spies = {f"{name}-{view}": PySpy(pid, folder / f"profile-{b}-{name}-{view}.txt", view)
@@ -219,15 +221,6 @@ def profile_row(b: int, raw_pid: int, url: str, raw_run_, http_run, folder: Path
     problems.update(spied({"worker": worker_pid, **({"front": front_pid} if front_pid else {})}, http_run))
     for name, problem in problems.items():
         print(f"      profile {name}: {problem or 'written'}", flush=True)
-
-
-def _front_pid_of(worker_pid: int) -> int | None:
-    """The front is the worker's parent."""
-    try:
-        with open(f"/proc/{worker_pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
 
 
 def median_engine(runs: list[dict | None]) -> dict | None:
