@@ -19,6 +19,10 @@ point in a temp folder on ``PYTHONPATH``); nothing is installed. ``--launcher ra
 actor instead (gallama-ray; a local Ray head on loopback is started and stopped), and ``--no-direct`` gives the
 stand-in no ``generate_into``, so the worker streams it with one task per job on its event loop (the path
 before the engine thread wrote its steps itself).
+
+``--http`` measures what ``bench_http_exllama.py`` measures on a GPU, with the stand-in: ``gallama run`` serving
+it (front + worker), B streams through HTTP from 4 load-generator processes, against the plain loop, with the
+engine's counters from ``/metrics`` (steps, time per step, mean batch, gallama's work between steps, busy share).
 """
 
 from __future__ import annotations
@@ -140,12 +144,13 @@ from gallama_core import hookimpl
 from gallama_core.models.backend import Backend
 from gallama_core.models.engine_thread import EngineLoop
 from gallama_core.models.settings import ModelSettings
+from gallama_core.pipeline.chat_template import CHATML_TEMPLATE, ChatTemplate
 from gallama_core.plugin_system.registrations import BackendSpec
 
 
 class Busy(Backend):
     def __init__(self, settings):
-        super().__init__("busy", settings.served_name, 1 << 16, None)
+        super().__init__("busy", settings.served_name, 1 << 16, ChatTemplate(CHATML_TEMPLATE))
         self.engine = EngineLoop(BusyGenerator(float(os.environ["BUSY_STEP_MS"]) / 1000,
                                                turns=int(os.environ["BUSY_TURNS"])), "busy")
 
@@ -170,14 +175,12 @@ def gallama_backends():
 """
 
 
-async def worker_main(args) -> list[dict]:
+def register_busy_backend(args) -> tuple[Path, BusyGenerator]:
+    """Make the stand-in a ``busy`` backend for this process and the ones it starts (a throw-away dist-info with
+    an entry point, on PYTHONPATH); returns its folder and a plain generator calibrated here (every side does
+    that amount of work per step)."""
     import os
     import tempfile
-
-    from gallama_core.models.backend import GenerationRequest
-    from gallama_core.models.settings import ModelSettings
-    from gallama_core.plugin_system.registrations import LoadProgress
-    from gallama_core.workers.launcher import LocalProcessLauncher
 
     folder = Path(tempfile.mkdtemp(prefix="gallama-busy-"))
     (folder / "gallama_busy_plugin.py").write_text(PLUGIN.format(bench_dir=str(Path(__file__).resolve().parent)))
@@ -186,11 +189,54 @@ async def worker_main(args) -> list[dict]:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gallama-busy\nVersion: 0.0\n")
     (info / "entry_points.txt").write_text("[gallama]\nbusy = gallama_busy_plugin\n")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
-    plain = BusyGenerator(args.step_ms / 1000)  # calibrated here; every side does its amount of work per step
+    plain = BusyGenerator(args.step_ms / 1000)
     os.environ["BUSY_STEP_MS"] = str(args.step_ms)
     os.environ["BUSY_TURNS"] = str(plain.turns)
     os.environ["BUSY_DIRECT"] = "0" if args.no_direct else "1"
     sys.path.insert(0, str(folder))
+    return folder, plain
+
+
+def http_main(args) -> list[dict]:
+    """``gallama run`` serving the stand-in, B streams through HTTP from 4 load-generator processes, against the
+    plain loop; the engine's counters from /metrics, read once the clients' warm-up is done."""
+    from bench_http_exllama import engine_delta, server_metrics
+    from http_load import run_load
+
+    from gallama_core.testing import start_server
+
+    _, plain = register_busy_backend(args)
+    proc, url = start_server(["-id", "model_id=busy model_name=bench backend=busy"])
+    rows = []
+    try:
+        run_load(url, "bench", ["hello"], 4, 4, processes=2)  # the front's first-request work
+        for b in args.batches:
+            runs = []
+            for _ in range(args.repeat):
+                raw = raw_run(plain, b, args.steps)
+                scraped = []
+                r = run_load(url, "bench", ["hello"], b, args.steps, processes=min(4, b),
+                             on_ready=lambda: scraped.append(server_metrics(url)))
+                e = engine_delta(scraped[0][1], server_metrics(url)[1], r["wall_s"])
+                runs.append({"ratio": r["tokens_per_s"] / (b * args.steps / raw), "ttft": r["ttft_p50_ms"],
+                             "steps": e["steps"], "step_vs_raw": (raw / args.steps) / (e["step_ms"] / 1000),
+                             "mean_batch": e["batch"], "delivery_ms": e["delivery_ms"], "busy": e["busy"]})
+            rows.append({"batch": b, **{k: statistics.median(run[k] for run in runs) for k in runs[0]}})
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return rows
+
+
+async def worker_main(args) -> list[dict]:
+    import os
+
+    from gallama_core.models.backend import GenerationRequest
+    from gallama_core.models.settings import ModelSettings
+    from gallama_core.plugin_system.registrations import LoadProgress
+    from gallama_core.workers.launcher import LocalProcessLauncher
+
+    _, plain = register_busy_backend(args)
     import gallama_busy_plugin
 
     settings = ModelSettings(model_id="busy", backend="busy")
@@ -267,8 +313,21 @@ def main() -> int:
     ap.add_argument("--worker", action="store_true", help="in process vs through an engine worker process")
     ap.add_argument("--launcher", choices=["local", "ray"], default="local", help="with --worker: where it runs")
     ap.add_argument("--no-direct", action="store_true", help="with --worker: no generate_into (one task per job)")
+    ap.add_argument("--http", action="store_true", help="gallama run (front + worker) through HTTP vs the plain loop, "
+                    "as bench_http_exllama.py measures ExLlamaV3 on a GPU")
     args = ap.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
+    if args.http:
+        rows = http_main(args)
+        print(f"gallama run through HTTP (4 load-generator processes) vs a plain loop: {args.step_ms:g} ms per step, "
+              f"{args.steps} tokens per stream, median of {args.repeat} runs, Python {sys.version.split()[0]}")
+        print("| streams | HTTP/raw | TTFT p50 ms | engine steps | its steps: raw's ms / its ms | mean batch | "
+              "gallama between steps | busy |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['batch']} | {r['ratio']:.3f} | {r['ttft']:.0f} | {r['steps']:.0f} | {r['step_vs_raw']:.3f} | "
+                  f"{r['mean_batch']:.1f} | {r['delivery_ms']:.3f} ms | {r['busy']:.3f} |")
+        return 0
     worker = args.worker
     rows = asyncio.run(worker_main(args) if worker else main_async(args))
     what = (f"engine worker ({args.launcher}, {'one task per job' if args.no_direct else 'engine thread writes'}) "

@@ -309,9 +309,11 @@ def main() -> int:
     direct = DirectWorker(args) if "worker" in args.sides else None
 
     def gallama_run(b: int) -> dict:
-        before, engine_before = server_metrics(url)
+        scraped = []  # the front's counters once the clients' warm-up requests are done
         result = run_load(url, "bench", WORDS_PROMPTS, b, args.new_tokens, requests=b,
-                          processes=min(args.clients, b), client=args.client)
+                          processes=min(args.clients, b), client=args.client,
+                          on_ready=lambda: scraped.append(server_metrics(url)))
+        before, engine_before = scraped[0]
         after, engine_after = server_metrics(url)
         result["server_ttft_ms"] = 1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1])
         result["engine"] = engine_delta(engine_before, engine_after, result["wall_s"])

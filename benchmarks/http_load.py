@@ -25,8 +25,9 @@ import asyncio
 import json
 import multiprocessing as mp
 import statistics
+import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 CLIENTS = ("aiohttp", "httpx")
 
@@ -95,7 +96,7 @@ def _bodies(model: str, prompts: list[str], max_tokens: int, first: int, count: 
              "stream_options": {"include_usage": True}, **extra} for i in range(first, first + count)]
 
 
-def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool, client: str, barrier,
+def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool, client: str, barriers,
                     results) -> None:
     async def main():
         pool, one = _session(client, streams, keepalive)
@@ -109,7 +110,8 @@ def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool,
 
             warm = {**bodies[0], "max_tokens": 1}
             await asyncio.gather(*[one(http, url, warm) for _ in range(min(streams, len(bodies)))])
-            barrier.wait()
+            for barrier in barriers:  # every process warm, (the coordinator's on_ready,) then all start at once
+                barrier.wait()
             await asyncio.gather(*[lane() for _ in range(streams)])
             return out
 
@@ -121,25 +123,37 @@ def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool,
 
 def run_load(url: str, model: str, prompts: list[str], concurrency: int, max_tokens: int, requests: int | None = None,
              processes: int = 1, keepalive: bool = True, extra: dict | None = None,
-             client: str = "aiohttp") -> dict[str, float]:
+             client: str = "aiohttp", on_ready: Callable[[], None] | None = None) -> dict[str, float]:
     """Drive ``concurrency`` concurrent streams (``requests`` in all, default one per stream) from ``processes``
     separate client processes with ``client`` (``aiohttp`` or ``httpx``); aggregate output tokens/s and TTFT
-    percentiles (ms)."""
+    percentiles (ms). Each process first sends one unmeasured one-token request per stream; ``on_ready`` runs
+    after those and before the measured ones (e.g. to read the server's counters without the warm-up)."""
     if client not in CLIENTS:
         raise ValueError(f"client must be one of {CLIENTS}")
     requests = requests or concurrency
     processes = max(1, min(processes, concurrency))
     ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    parties = processes + (1 if on_ready is not None else 0)
+    barriers, results = (ctx.Barrier(parties), ctx.Barrier(parties)), ctx.Queue()
     procs, first = [], 0
     for p in range(processes):
         streams = concurrency // processes + (1 if p < concurrency % processes else 0)
         count = requests // processes + (1 if p < requests % processes else 0)
         bodies = _bodies(model, prompts, max_tokens, first, count, extra or {})
         first += count
-        proc = ctx.Process(target=_client_process, args=(url, bodies, streams, keepalive, client, barrier, results))
+        proc = ctx.Process(target=_client_process, args=(url, bodies, streams, keepalive, client, barriers, results))
         proc.start()
         procs.append(proc)
+    if on_ready is not None:
+        try:
+            barriers[0].wait(timeout=1200)
+            try:
+                on_ready()
+            finally:
+                barriers[1].wait(timeout=60)
+        except threading.BrokenBarrierError:  # a client failed before: its error is in `results`
+            for barrier in barriers:
+                barrier.abort()
     rows = []
     for _ in procs:
         status, value = results.get(timeout=3600)
