@@ -223,6 +223,43 @@ def profile_row(b: int, raw_pid: int, url: str, raw_run_, http_run, folder: Path
         print(f"      profile {name}: {problem or 'written'}", flush=True)
 
 
+def _cpu_list(text: str) -> list[int]:
+    """``0-3,8`` → [0, 1, 2, 3, 8]."""
+    out: list[int] = []
+    for part in text.strip().split(","):
+        lo, _, hi = part.partition("-")
+        out += list(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def pin_plan(engine_cores: int = 2) -> tuple[set[int], set[int]] | None:
+    """CPUs for the engines (``engine_cores`` physical cores, hyperthread siblings included) and for everything
+    else (front, load generator), or None when there are too few cores to split."""
+    cpus = sorted(os.sched_getaffinity(0))
+    groups: list[list[int]] = []
+    for cpu in cpus:
+        if any(cpu in group for group in groups):
+            continue
+        try:
+            siblings = _cpu_list(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text())
+        except (OSError, ValueError):
+            siblings = [cpu]
+        groups.append([c for c in siblings if c in cpus] or [cpu])
+    if len(groups) < engine_cores + 2:
+        return None
+    engine = {c for group in groups[:engine_cores] for c in group}
+    return engine, set(cpus) - engine
+
+
+def pin_process(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` (threads it starts later inherit their creator's CPUs)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:  # the thread ended
+            pass
+
+
 def median_engine(runs: list[dict | None]) -> dict | None:
     """The median of each engine figure over a row's runs (None when the side reported none)."""
     runs = [r for r in runs if r]
@@ -286,6 +323,9 @@ def main() -> int:
     ap.add_argument("--profile", default="", help="streams (e.g. 64) at which one extra, unmeasured run of each side "
                     "is sampled with py-spy (on PATH): the raw process, and gallama's worker and front; collapsed "
                     "stacks go to --log-dir as profile-S-{raw,worker,front}.txt (see benchmarks/pyspy_top.py)")
+    ap.add_argument("--pin", action="store_true", help="give the engines (the raw process, gallama's worker) two "
+                    "physical cores of their own and everything else (front, load generator, this process) the "
+                    "rest, so that a busy client never shares a core with an engine's Python thread")
     ap.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.streams = [int(s) for s in args.streams.split(",")]
@@ -300,6 +340,21 @@ def main() -> int:
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert raw.stdout.readline().strip() == "ready", "the raw generator process failed to start"
     gallama, url = start_gallama(args)
+    pinned = None
+    if args.pin:
+        import httpx
+
+        pinned = pin_plan()
+        if pinned is None:
+            print(f"--pin: too few cores to split ({len(os.sched_getaffinity(0))}); not pinned", flush=True)
+        else:
+            engine_cpus, rest = pinned
+            pin_process(os.getpid(), rest)  # and the load generators it starts
+            pin_process(gallama.pid, rest)
+            pin_process(raw.pid, engine_cpus)
+            for row in httpx.get(url + "/list_loaded_models", timeout=30).json():
+                pin_process(row["pid"], engine_cpus)
+            print(f"--pin: engines on CPUs {sorted(engine_cpus)}, front and clients on {sorted(rest)}", flush=True)
 
     def raw_side(b: int, side: str = "raw") -> dict:
         raw.stdin.write(f"{side} {b}\n")
@@ -307,6 +362,8 @@ def main() -> int:
         return json.loads(raw.stdout.readline())
 
     direct = DirectWorker(args) if "worker" in args.sides else None
+    if direct is not None and pinned:
+        pin_process(direct.worker.pid, pinned[0])
 
     def gallama_run(b: int) -> dict:
         scraped = []  # the front's counters once the clients' warm-up requests are done
@@ -324,6 +381,7 @@ def main() -> int:
             Path(args.json).write_text(json.dumps({"engine": args.engine, "model": Path(args.model).name,
                                                    "new_tokens": args.new_tokens, "clients": args.clients,
                                                    "client": args.client,
+                                                   "pinned": [sorted(c) for c in pinned] if pinned else None,
                                                    "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
 
     try:
