@@ -175,10 +175,10 @@ def gallama_backends():
 """
 
 
-def register_busy_backend(args) -> tuple[Path, BusyGenerator]:
+def register_busy_backend(args) -> BusyGenerator:
     """Make the stand-in a ``busy`` backend for this process and the ones it starts (a throw-away dist-info with
-    an entry point, on PYTHONPATH); returns its folder and a plain generator calibrated here (every side does
-    that amount of work per step)."""
+    an entry point, on PYTHONPATH); returns a plain generator calibrated here (every side does that amount of
+    work per step)."""
     import os
     import tempfile
 
@@ -194,7 +194,7 @@ def register_busy_backend(args) -> tuple[Path, BusyGenerator]:
     os.environ["BUSY_TURNS"] = str(plain.turns)
     os.environ["BUSY_DIRECT"] = "0" if args.no_direct else "1"
     sys.path.insert(0, str(folder))
-    return folder, plain
+    return plain
 
 
 def http_main(args) -> list[dict]:
@@ -205,7 +205,7 @@ def http_main(args) -> list[dict]:
 
     from gallama_core.testing import start_server
 
-    _, plain = register_busy_backend(args)
+    plain = register_busy_backend(args)
     proc, url = start_server(["-id", "model_id=busy model_name=bench backend=busy"])
     rows = []
     try:
@@ -236,7 +236,9 @@ async def worker_main(args) -> list[dict]:
     from gallama_core.plugin_system.registrations import LoadProgress
     from gallama_core.workers.launcher import LocalProcessLauncher
 
-    _, plain = register_busy_backend(args)
+    from bench_http_exllama import engine_delta
+
+    plain = register_busy_backend(args)
     import gallama_busy_plugin
 
     settings = ModelSettings(model_id="busy", backend="busy")
@@ -283,17 +285,15 @@ async def worker_main(args) -> list[dict]:
                     before = await engine_now() if side is remote else None
                     times[id(side)] = await drive(side, b)
                     if side is remote:  # the worker's engine: time per step, and gallama's between steps
-                        after = await engine_now()
-                        steps = max(1, after["steps"] - before["steps"])
-                        worker_step = (after["step_seconds"] - before["step_seconds"]) / steps
-                        delivery.append((after["delivery_seconds"] - before["delivery_seconds"]) / steps)
+                        engine = engine_delta(before, await engine_now(), times[id(side)])
                 raw = raw_run(plain, b, args.steps)
                 ratios.append(times[id(local)] / times[id(remote)])
                 vs_raw.append(raw / times[id(remote)])
-                step_ratio.append((raw / args.steps) / worker_step)
+                step_ratio.append(1000 * (raw / args.steps) / engine["step_ms"])
+                delivery.append(engine["delivery_ms"])
             rows.append({"batch": b, "ratio": statistics.median(ratios), "min": min(ratios), "max": max(ratios),
                          "worker_vs_raw": statistics.median(vs_raw), "step_vs_raw": statistics.median(step_ratio),
-                         "delivery_ms": 1000 * statistics.median(delivery)})
+                         "delivery_ms": statistics.median(delivery)})
     finally:
         await worker.stop()
         local.engine.close()
