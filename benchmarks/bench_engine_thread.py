@@ -220,7 +220,8 @@ def http_main(args) -> list[dict]:
                 e = engine_delta(scraped[0][1], server_metrics(url)[1], r["wall_s"])
                 runs.append({"ratio": r["tokens_per_s"] / (b * args.steps / raw), "ttft": r["ttft_p50_ms"],
                              "steps": e["steps"], "step_vs_raw": (raw / args.steps) / (e["step_ms"] / 1000),
-                             "mean_batch": e["batch"], "delivery_ms": e["delivery_ms"], "busy": e["busy"]})
+                             "mean_batch": e["batch"], "delivery_ms": e["delivery_ms"], "busy": e["busy"],
+                             "admissions": e["admissions"]})
             rows.append({"batch": b, **{k: statistics.median(run[k] for run in runs) for k in runs[0]}})
     finally:
         proc.terminate()
@@ -322,11 +323,11 @@ def main() -> int:
         print(f"gallama run through HTTP (4 load-generator processes) vs a plain loop: {args.step_ms:g} ms per step, "
               f"{args.steps} tokens per stream, median of {args.repeat} runs, Python {sys.version.split()[0]}")
         print("| streams | HTTP/raw | TTFT p50 ms | engine steps | its steps: raw's ms / its ms | mean batch | "
-              "gallama between steps | busy |")
-        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+              "gallama between steps | busy | admitted in |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(f"| {r['batch']} | {r['ratio']:.3f} | {r['ttft']:.0f} | {r['steps']:.0f} | {r['step_vs_raw']:.3f} | "
-                  f"{r['mean_batch']:.1f} | {r['delivery_ms']:.3f} ms | {r['busy']:.3f} |")
+                  f"{r['mean_batch']:.1f} | {r['delivery_ms']:.3f} ms | {r['busy']:.3f} | {r['admissions']:.0f} |")
         return 0
     worker = args.worker
     rows = asyncio.run(worker_main(args) if worker else main_async(args))

@@ -86,11 +86,15 @@ class StepCounter:
     """Counts the raw generator's steps as ``EngineLoop.stats`` does for gallama (same keys; no delivery)."""
 
     def __init__(self, generator):
-        self.steps = self.job_steps = 0
+        self.steps = self.job_steps = self.admissions = 0
         self.seconds = 0.0
-        iterate = generator.iterate
+        self._enqueued = False
+        iterate, enqueue = generator.iterate, generator.enqueue
 
         def counted():
+            if self._enqueued:  # jobs enqueued since the last step: one admission, as EngineLoop counts them
+                self.admissions += 1
+                self._enqueued = False
             t0 = time.perf_counter()
             results = iterate()
             self.seconds += time.perf_counter() - t0
@@ -99,23 +103,32 @@ class StepCounter:
                 self.job_steps += len(results)
             return results
 
-        generator.iterate = counted
+        def enqueue_counted(*a, **kw):
+            self._enqueued = True
+            return enqueue(*a, **kw)
+
+        generator.iterate, generator.enqueue = counted, enqueue_counted
 
     def stats(self) -> dict:
         return {"steps": self.steps, "step_seconds": self.seconds, "job_steps": self.job_steps,
-                "delivery_seconds": 0.0}
+                "delivery_seconds": 0.0, "admissions": self.admissions}
+
+
+#: The engine counters every side reports (``EngineLoop.stats``, ``/metrics``' ``gallama_engine_*_total``).
+ENGINE_KEYS = ("steps", "step_seconds", "job_steps", "delivery_seconds", "admissions")
 
 
 def engine_delta(before: dict | None, after: dict | None, wall_s: float) -> dict | None:
     """What the engine did during one run: steps, ms per step, mean batch, gallama's ms per step between steps,
-    and the share of the run's wall time spent inside steps (below 1: the engine waited for work)."""
+    the share of the run's wall time spent inside steps (below 1: the engine waited for work) and the groups
+    the run's jobs were admitted in (1: all at once)."""
     if before is None or not after:
         return None
-    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("steps", "step_seconds", "job_steps",
-                                                                 "delivery_seconds")}
+    d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ENGINE_KEYS}
     n = max(1.0, d["steps"])
     return {"steps": d["steps"], "step_ms": 1000 * d["step_seconds"] / n, "batch": d["job_steps"] / n,
-            "delivery_ms": 1000 * d["delivery_seconds"] / n, "busy": d["step_seconds"] / wall_s}
+            "delivery_ms": 1000 * d["delivery_seconds"] / n, "busy": d["step_seconds"] / wall_s,
+            "admissions": d["admissions"]}
 
 
 class DirectWorker:
@@ -289,9 +302,7 @@ def server_metrics(url: str) -> tuple[tuple[float, float], dict]:
             sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
     ttft = (sums.get("gallama_time_to_first_token_seconds_sum", 0.0),
             sums.get("gallama_time_to_first_token_seconds_count", 0.0))
-    engine = {key: sums[f"gallama_engine_{key}_total"] for key in ("steps", "step_seconds", "job_steps",
-                                                                    "delivery_seconds")
-              if f"gallama_engine_{key}_total" in sums}
+    engine = {key: sums[f"gallama_engine_{key}_total"] for key in ENGINE_KEYS if f"gallama_engine_{key}_total" in sums}
     return ttft, engine
 
 
@@ -441,7 +452,7 @@ def main() -> int:
                 if e:
                     print(f"      engine, {side:6s}: {e['steps']:6.0f} steps of {e['step_ms']:6.2f} ms, mean batch "
                           f"{e['batch']:5.1f}, gallama between steps {e['delivery_ms']:.3f} ms, busy {e['busy']:.3f} "
-                          "of the run", flush=True)
+                          f"of the run, jobs admitted in {e.get('admissions', 0):.0f} groups", flush=True)
             if extra:
                 print("      below HTTP: " + "  ".join(f"{k} {statistics.median(v):.3f}" for k, v in extra.items()),
                       flush=True)

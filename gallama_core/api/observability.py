@@ -73,6 +73,7 @@ _ENGINE_COUNTERS = {
     "step_seconds": "Time inside the engine's steps",
     "job_steps": "Jobs advanced, summed over steps (divided by steps: the mean batch)",
     "delivery_seconds": "gallama's own work on the engine thread between two steps (handing results on)",
+    "admissions": "Times new jobs were handed to the engine (jobs arriving between two steps go in together)",
 }
 
 

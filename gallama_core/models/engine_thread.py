@@ -185,6 +185,7 @@ class EngineLoop:
         self.wakeups = 0  # event-loop wake-ups posted (fewer than steps when results piled up)
         self.iterate_s = 0.0  # time spent inside generator.iterate()
         self.deliver_s = 0.0  # after iterate(): routing a step's results and handing them over
+        self.admissions = 0  # passes that enqueued new jobs: a burst admitted at once counts 1
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -267,11 +268,13 @@ class EngineLoop:
     def stats(self) -> dict[str, float]:
         """The engine thread's work since it started, for ``Backend.engine_stats``: ``steps`` (generator steps
         that returned results), ``step_seconds`` (time inside ``iterate()``), ``job_steps`` (results, one per
-        job a step advanced: ``job_steps / steps`` is the mean batch) and ``delivery_seconds`` (this loop's own
+        job a step advanced: ``job_steps / steps`` is the mean batch), ``delivery_seconds`` (this loop's own
         work after each ``iterate()``: routing the step's results and handing them on, which the next step
-        waits for)."""
+        waits for) and ``admissions`` (the times new jobs were handed to the generator: jobs that arrive
+        together between two steps are admitted at once; a burst of B requests admitted in many groups is
+        prefilled over as many steps)."""
         return {"steps": self.iterations, "step_seconds": self.iterate_s, "job_steps": self.results,
-                "delivery_seconds": self.deliver_s}
+                "delivery_seconds": self.deliver_s, "admissions": self.admissions}
 
     @property
     def active_jobs(self) -> int:
@@ -296,12 +299,15 @@ class EngineLoop:
                 adds, self._adds = self._adds, []
                 cancels, self._cancels = self._cancels, []
             out: dict[Any, list] = {}
+            admitted = False
             for job, sink in adds:
                 try:
                     gen.enqueue(job)
                     sinks[job] = sink
+                    admitted = True
                 except Exception as exc:  # refused by the engine (too long for the cache...)
                     out.setdefault(sink.route, []).append((sink, exc))
+            self.admissions += admitted
             for job in cancels:
                 if sinks.pop(job, None) is not None:
                     try:

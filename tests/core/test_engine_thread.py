@@ -64,6 +64,20 @@ async def test_concurrent_jobs_each_get_their_own_text():
         stats = engine.stats()
         assert stats["steps"] == 12 and stats["job_steps"] == 22
         assert stats["step_seconds"] >= 12 * 0.001 and stats["delivery_seconds"] > 0
+        assert stats["admissions"] == 1  # the three jobs went into the generator together
+    finally:
+        engine.close()
+
+
+async def test_jobs_arriving_between_steps_are_counted_as_separate_admissions():
+    gen = StepGenerator(pause=0.01)
+    engine = EngineLoop(gen, "fake")
+    try:
+        first = asyncio.ensure_future(collect(engine, Job(20)))
+        await asyncio.sleep(0.05)  # the first job is stepping when the next two arrive, together
+        rest = [asyncio.ensure_future(collect(engine, Job(3))) for _ in range(2)]
+        await asyncio.gather(first, *rest)
+        assert engine.stats()["admissions"] == 2
     finally:
         engine.close()
 

@@ -15,13 +15,15 @@ async def test_metrics_show_the_engine_counters_of_backends_that_keep_them(clien
 
     async def ping(timeout):  # a worker's answer refreshes the counters (RemoteBackend.ping)
         asked.append(timeout)
-        backend.stats = {"steps": 10, "step_seconds": 0.5, "job_steps": 40, "delivery_seconds": 0.01}
+        backend.stats = {"steps": 10, "step_seconds": 0.5, "job_steps": 40, "delivery_seconds": 0.01,
+                         "admissions": 3}
 
     backend.ping = ping
     backend.engine_stats = lambda: getattr(backend, "stats", None)
     lines = _engine_lines((await client.get("/metrics")).text)
     assert asked  # /metrics asked the worker for counters as of now
     assert sorted(lines) == [
+        'gallama_engine_admissions_total{instance="0",model="echo-a"} 3.0',
         'gallama_engine_delivery_seconds_total{instance="0",model="echo-a"} 0.01',
         'gallama_engine_job_steps_total{instance="0",model="echo-a"} 40.0',
         'gallama_engine_step_seconds_total{instance="0",model="echo-a"} 0.5',
