@@ -28,15 +28,10 @@ BODY = {"model": "standin", "stream": True, "stream_options": {"include_usage": 
                      {"role": "user", "content": "Story: " + " ".join(["river mountain quiet orange engine"] * 12)}]}
 
 
-def cpu_seconds(pid: int) -> float:
-    from gallama_core.testing import proc_stat
-
-    fields = proc_stat(pid)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def client(url: str, requests: int, max_tokens: int, pid: int, out) -> None:
     import httpx
+
+    from gallama_core.testing import cpu_seconds
 
     body = {**BODY, "max_tokens": max_tokens}
 

@@ -15,7 +15,10 @@
 Each side also reports what its engine did during the run (the raw generator's ``iterate()`` counted by a wrapper,
 gallama's from ``/metrics``' ``gallama_engine_*`` counters): steps, ms per step, mean batch, gallama's own work
 between two steps, and the share of the wall time spent inside steps. Same steps but slower ones put a gap in the
-engine's process (the GIL); more steps or a lower busy share put it in how the jobs arrive.
+engine's process (the GIL); more steps or a lower busy share put it in how the jobs arrive. Each row also prints
+the cores the front, the worker and the client processes kept busy during the HTTP runs: the raw side runs on
+an otherwise idle machine, and ``--sides ...,rawbusy`` measures the raw generator again beside ``--burn``
+spinning processes, to see how much that difference alone slows an engine whose steps are bound by one core.
 
 Both stay loaded and run each concurrency once unmeasured first; each repeat measures raw then gallama (or the
 reverse, alternating), and the ratio is the median of the per-pair ratios (the machines' shared CPUs drift
@@ -236,41 +239,22 @@ def profile_row(b: int, raw_pid: int, url: str, raw_run_, http_run, folder: Path
         print(f"      profile {name}: {problem or 'written'}", flush=True)
 
 
-def _cpu_list(text: str) -> list[int]:
-    """``0-3,8`` → [0, 1, 2, 3, 8]."""
-    out: list[int] = []
-    for part in text.strip().split(","):
-        lo, _, hi = part.partition("-")
-        out += list(range(int(lo), int(hi or lo) + 1))
-    return out
+class Burners:
+    """``n`` processes that keep one core busy each (a Python spin loop), while the ``with`` block runs: the CPU
+    load a front and its clients put on the machine, without their traffic, for the raw side."""
 
+    def __init__(self, n: int):
+        self.n = n
 
-def pin_plan(engine_cores: int = 2) -> tuple[set[int], set[int]] | None:
-    """CPUs for the engines (``engine_cores`` physical cores, hyperthread siblings included) and for everything
-    else (front, load generator), or None when there are too few cores to split."""
-    cpus = sorted(os.sched_getaffinity(0))
-    groups: list[list[int]] = []
-    for cpu in cpus:
-        if any(cpu in group for group in groups):
-            continue
-        try:
-            siblings = _cpu_list(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text())
-        except (OSError, ValueError):
-            siblings = [cpu]
-        groups.append([c for c in siblings if c in cpus] or [cpu])
-    if len(groups) < engine_cores + 2:
-        return None
-    engine = {c for group in groups[:engine_cores] for c in group}
-    return engine, set(cpus) - engine
+    def __enter__(self):
+        self.procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(self.n)]
+        time.sleep(0.2)  # started and spinning
+        return self
 
-
-def pin_process(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid`` (threads it starts later inherit their creator's CPUs)."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:  # the thread ended
-            pass
+    def __exit__(self, *exc):
+        for proc in self.procs:
+            proc.kill()
+            proc.wait()
 
 
 def median_engine(runs: list[dict | None]) -> dict | None:
@@ -329,14 +313,15 @@ def main() -> int:
     ap.add_argument("--cache-size", type=int, default=64 * 1024)
     ap.add_argument("--json")
     ap.add_argument("--log-dir", default=os.environ.get("OUT", "."))
-    ap.add_argument("--sides", default="raw,http", help="also 'inproc' (Backend.generate in one process) and "
-                    "'worker' (RemoteBackend to one engine worker, no front): where the HTTP gap comes from")
+    ap.add_argument("--sides", default="raw,http", help="also 'inproc' (Backend.generate in one process), "
+                    "'worker' (RemoteBackend to one engine worker, no front): where the HTTP gap comes from; and "
+                    "'rawbusy' (the raw generator again, with --burn spinning processes beside it): how much a "
+                    "machine as busy as the HTTP side's slows the raw engine itself")
     ap.add_argument("--profile", default="", help="streams (e.g. 64) at which one extra, unmeasured run of each side "
                     "is sampled with py-spy (on PATH): the raw process, and gallama's worker and front; collapsed "
                     "stacks go to --log-dir as profile-S-{raw,worker,front}.txt (see benchmarks/pyspy_top.py)")
-    ap.add_argument("--pin", action="store_true", help="give the engines (the raw process, gallama's worker) two "
-                    "physical cores of their own and everything else (front, load generator, this process) the "
-                    "rest, so that a busy client never shares a core with an engine's Python thread")
+    ap.add_argument("--burn", type=int, default=2, help="with the side 'rawbusy': CPU-bound processes that spin "
+                    "beside the raw generator (about the cores the HTTP side's front and clients keep busy)")
     ap.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.streams = [int(s) for s in args.streams.split(",")]
@@ -351,21 +336,14 @@ def main() -> int:
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert raw.stdout.readline().strip() == "ready", "the raw generator process failed to start"
     gallama, url = start_gallama(args)
-    pinned = None
-    if args.pin:
-        import httpx
+    import httpx
 
-        pinned = pin_plan()
-        if pinned is None:
-            print(f"--pin: too few cores to split ({len(os.sched_getaffinity(0))}); not pinned", flush=True)
-        else:
-            engine_cpus, rest = pinned
-            pin_process(os.getpid(), rest)  # and the load generators it starts
-            pin_process(gallama.pid, rest)
-            pin_process(raw.pid, engine_cpus)
-            for row in httpx.get(url + "/list_loaded_models", timeout=30).json():
-                pin_process(row["pid"], engine_cpus)
-            print(f"--pin: engines on CPUs {sorted(engine_cpus)}, front and clients on {sorted(rest)}", flush=True)
+    from gallama_core.testing import cpu_seconds
+
+    worker_pid = httpx.get(url + "/list_loaded_models", timeout=30).json()[0]["pid"]
+
+    def cpu_of(*pids: int) -> tuple[float, ...]:
+        return tuple(map(cpu_seconds, pids))
 
     def raw_side(b: int, side: str = "raw") -> dict:
         raw.stdin.write(f"{side} {b}\n")
@@ -373,16 +351,18 @@ def main() -> int:
         return json.loads(raw.stdout.readline())
 
     direct = DirectWorker(args) if "worker" in args.sides else None
-    if direct is not None and pinned:
-        pin_process(direct.worker.pid, pinned[0])
 
     def gallama_run(b: int) -> dict:
-        scraped = []  # the front's counters once the clients' warm-up requests are done
+        scraped = []  # the front's counters and the processes' CPU once the clients' warm-up requests are done
         result = run_load(url, "bench", WORDS_PROMPTS, b, args.new_tokens, requests=b,
                           processes=min(args.clients, b), client=args.client,
-                          on_ready=lambda: scraped.append(server_metrics(url)))
-        before, engine_before = scraped[0]
+                          on_ready=lambda: scraped.append((server_metrics(url), cpu_of(gallama.pid, worker_pid))))
+        (before, engine_before), (front_cpu, worker_cpu) = scraped[0]
         after, engine_after = server_metrics(url)
+        front_now, worker_now = cpu_of(gallama.pid, worker_pid)
+        wall = result["wall_s"]  # cores kept busy during the run, by process
+        result["cores"] = {"front": (front_now - front_cpu) / wall, "worker": (worker_now - worker_cpu) / wall,
+                           "clients": result["client_cpu_s"] / wall}
         result["server_ttft_ms"] = 1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1])
         result["engine"] = engine_delta(engine_before, engine_after, result["wall_s"])
         return result
@@ -392,7 +372,6 @@ def main() -> int:
             Path(args.json).write_text(json.dumps({"engine": args.engine, "model": Path(args.model).name,
                                                    "new_tokens": args.new_tokens, "clients": args.clients,
                                                    "client": args.client,
-                                                   "pinned": [sorted(c) for c in pinned] if pinned else None,
                                                    "rows": rows, "when": time.strftime("%Y-%m-%d %H:%M")}, indent=2))
 
     try:
@@ -423,6 +402,11 @@ def main() -> int:
                     inproc = raw_side(b, "inproc")
                     extra.setdefault("inproc", []).append(inproc["tokens_per_s"] / pair["raw"]["tokens_per_s"])
                     engines.setdefault("inproc", []).append(inproc.get("engine"))
+                if "rawbusy" in args.sides:  # control: the raw generator on a machine as busy as the HTTP side's
+                    with Burners(args.burn):
+                        busy = raw_side(b)
+                    extra.setdefault("rawbusy", []).append(busy["tokens_per_s"] / pair["raw"]["tokens_per_s"])
+                    engines.setdefault("rawbusy", []).append(busy.get("engine"))
                 if direct is not None:
                     w = direct.run(b)
                     extra.setdefault("worker", []).append(w["tokens_per_s"] / pair["raw"]["tokens_per_s"])
@@ -445,7 +429,8 @@ def main() -> int:
                                                    for r, g in zip(raws, gals)),
                    "tokens": gals[-1]["tokens"], "expected_tokens": b * args.new_tokens, "pairs": len(ratios),
                    **{f"{k}_median": statistics.median(v) for k, v in extra.items()},
-                   "engine": {side: median_engine(runs) for side, runs in engines.items()}}
+                   "engine": {side: median_engine(runs) for side, runs in engines.items()},
+                   "cores": {k: statistics.median(g["cores"][k] for g in gals) for k in gals[0]["cores"]}}
             rows.append(row)
             save(rows)
             for side, e in row["engine"].items():
@@ -453,8 +438,10 @@ def main() -> int:
                     print(f"      engine, {side:6s}: {e['steps']:6.0f} steps of {e['step_ms']:6.2f} ms, mean batch "
                           f"{e['batch']:5.1f}, gallama between steps {e['delivery_ms']:.3f} ms, busy {e['busy']:.3f} "
                           f"of the run, jobs admitted in {e.get('admissions', 0):.0f} groups", flush=True)
+            print("      cores kept busy during the HTTP runs: " + "  ".join(f"{k} {v:.2f}" for k, v in row["cores"].items()),
+                  flush=True)
             if extra:
-                print("      below HTTP: " + "  ".join(f"{k} {statistics.median(v):.3f}" for k, v in extra.items()),
+                print("      below HTTP, and controls: " + "  ".join(f"{k} {statistics.median(v):.3f}" for k, v in extra.items()),
                       flush=True)
             print(f"  {b:3d} streams: raw {row['raw_tps']:8.1f} tok/s  gallama HTTP {row['gallama_tps']:8.1f} tok/s  "
                   f"ratio {row['ratio']:.3f} [IQR {row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}, 90% CI "

@@ -14,7 +14,9 @@ timed in its own process never pays it, so it must stay small beside the figures
 ``--servers null,gallama`` also drives ``gallama run`` serving the stand-in engine of ``standin_engine.py`` (one
 token per job every ``--step-ms``, no Python work per step) in its engine worker: the same load through the
 front, the pipeline and the worker, so the difference from the null server is gallama's own cost, TTFT of a
-burst included, on any machine.
+burst included, on any machine. Each row also gives the CPU time per streamed token of the server's processes
+(gallama: front and worker) and of the client processes while they measure: what each takes from a machine
+that the server shares with its load generator.
 """
 
 from __future__ import annotations
@@ -79,30 +81,50 @@ def main() -> int:
         serve(args.serve, args.step_ms)
         return 0
 
+    from gallama_core.testing import cpu_seconds
     from http_load import run_load
 
     print(f"load generator against servers that only pace tokens: {args.step_ms:g} ms per token, "
           f"{args.new_tokens} tokens per stream, median of {args.repeat} runs, Python {sys.version.split()[0]}")
-    print("| server | client | processes | streams | tok/s | of the pace's | TTFT p50 ms | TTFT p99 ms |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| server | client | processes | streams | tok/s | of the pace's | TTFT p50 ms | TTFT p99 ms | "
+          "CPU us/token: server (front + worker) | clients |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind in args.servers.split(","):
         server, url = start(kind, args.step_ms)
+        pids = server_pids(server, url)
         try:
             for client in args.clients.split(","):
                 for processes in (int(p) for p in args.processes.split(",")):
                     for streams in (int(s) for s in args.streams.split(",")):
-                        runs = [run_load(url, kind, ["hi"], streams, args.new_tokens,
-                                         processes=min(processes, streams), client=client)
-                                for _ in range(args.repeat)]
+                        runs = []
+                        for _ in range(args.repeat):
+                            ready: list[float] = []  # the server's CPU once the clients' warm-up is done
+                            run = run_load(url, kind, ["hi"], streams, args.new_tokens,
+                                           processes=min(processes, streams), client=client,
+                                           on_ready=lambda: ready.append(sum(map(cpu_seconds, pids))))
+                            run["server_cpu_s"] = sum(map(cpu_seconds, pids)) - ready[0]
+                            runs.append(run)
                         tps = statistics.median(r["tokens_per_s"] for r in runs)
                         ideal = streams * args.new_tokens / ((args.new_tokens - 1) * args.step_ms / 1000 + 0.005)
+                        per_token = {k: statistics.median(1e6 * r[k] / r["tokens"] for r in runs)
+                                     for k in ("server_cpu_s", "client_cpu_s")}
                         print(f"| {kind} | {client} | {min(processes, streams)} | {streams} | {tps:.0f} | "
                               f"{tps / ideal:.3f} | {statistics.median(r['ttft_p50_ms'] for r in runs):.1f} | "
-                              f"{statistics.median(r['ttft_p99_ms'] for r in runs):.1f} |", flush=True)
+                              f"{statistics.median(r['ttft_p99_ms'] for r in runs):.1f} | "
+                              f"{per_token['server_cpu_s']:.0f} | {per_token['client_cpu_s']:.0f} |", flush=True)
         finally:
             server.terminate()
             server.wait(30)
     return 0
+
+
+def server_pids(server: subprocess.Popen, url: str) -> list[int]:
+    """The server's processes: gallama's front and its engine workers, or the null server."""
+    import httpx
+
+    if httpx.get(url + "/list_loaded_models", timeout=30).status_code != 200:
+        return [server.pid]
+    return [server.pid, *(row["pid"] for row in httpx.get(url + "/list_loaded_models", timeout=30).json())]
 
 
 def start(kind: str, step_ms: float) -> tuple[subprocess.Popen, str]:

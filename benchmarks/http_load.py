@@ -112,8 +112,9 @@ def _client_process(url: str, bodies: list[dict], streams: int, keepalive: bool,
             await asyncio.gather(*[one(http, url, warm) for _ in range(min(streams, len(bodies)))])
             for barrier in barriers:  # every process warm, (the coordinator's on_ready,) then all start at once
                 barrier.wait()
+            cpu = time.process_time()
             await asyncio.gather(*[lane() for _ in range(streams)])
-            return out
+            return out, time.process_time() - cpu
 
     try:
         results.put(("ok", asyncio.run(main())))
@@ -126,8 +127,10 @@ def run_load(url: str, model: str, prompts: list[str], concurrency: int, max_tok
              client: str = "aiohttp", on_ready: Callable[[], None] | None = None) -> dict[str, float]:
     """Drive ``concurrency`` concurrent streams (``requests`` in all, default one per stream) from ``processes``
     separate client processes with ``client`` (``aiohttp`` or ``httpx``); aggregate output tokens/s and TTFT
-    percentiles (ms). Each process first sends one unmeasured one-token request per stream; ``on_ready`` runs
-    after those and before the measured ones (e.g. to read the server's counters without the warm-up)."""
+    percentiles (ms), and ``client_cpu_s``: the CPU time the client processes spent on the measured requests
+    (what the load generator takes from the machine it shares with the server). Each process first sends one
+    unmeasured one-token request per stream; ``on_ready`` runs after those and before the measured ones (e.g. to
+    read the server's counters without the warm-up)."""
     if client not in CLIENTS:
         raise ValueError(f"client must be one of {CLIENTS}")
     requests = requests or concurrency
@@ -154,14 +157,15 @@ def run_load(url: str, model: str, prompts: list[str], concurrency: int, max_tok
         except threading.BrokenBarrierError:  # a client failed before: its error is in `results`
             for barrier in barriers:
                 barrier.abort()
-    rows = []
+    rows, cpu = [], 0.0
     for _ in procs:
         status, value = results.get(timeout=3600)
         if status != "ok":
             for proc in procs:
                 proc.kill()
             raise RuntimeError(f"load generator failed: {value}")
-        rows.extend(value)
+        rows.extend(value[0])
+        cpu += value[1]
     for proc in procs:
         proc.join()
     wall = max(r[3] for r in rows) - min(r[0] for r in rows)
@@ -169,4 +173,5 @@ def run_load(url: str, model: str, prompts: list[str], concurrency: int, max_tok
     paces = [1000 * (end - start - ttft) / (tokens - 1) for start, ttft, tokens, end in rows if tokens > 1]
     return {"tokens_per_s": sum(r[2] for r in rows) / wall, "tokens": sum(r[2] for r in rows), "wall_s": wall,
             "ttft_p50_ms": statistics.median(ttfts), "ttft_p99_ms": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
-            "decode_ms_per_token": statistics.median(paces) if paces else float("nan"), "requests": len(rows)}
+            "decode_ms_per_token": statistics.median(paces) if paces else float("nan"), "requests": len(rows),
+            "client_cpu_s": cpu}

@@ -73,6 +73,12 @@ def proc_stat(pid: int) -> list[str]:
         return f.read().rsplit(")", 1)[1].split()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time process ``pid`` has used so far (Linux /proc)."""
+    fields = proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (Linux /proc)."""
     try:
