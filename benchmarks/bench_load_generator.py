@@ -122,9 +122,8 @@ def server_pids(server: subprocess.Popen, url: str) -> list[int]:
     """The server's processes: gallama's front and its engine workers, or the null server."""
     import httpx
 
-    if httpx.get(url + "/list_loaded_models", timeout=30).status_code != 200:
-        return [server.pid]
-    return [server.pid, *(row["pid"] for row in httpx.get(url + "/list_loaded_models", timeout=30).json())]
+    loaded = httpx.get(url + "/list_loaded_models", timeout=30)  # a 404 from the null server
+    return [server.pid, *(row["pid"] for row in loaded.json())] if loaded.status_code == 200 else [server.pid]
 
 
 def start(kind: str, step_ms: float) -> tuple[subprocess.Popen, str]:
