@@ -437,12 +437,12 @@ def main() -> int:
                 if e:
                     print(f"      engine, {side:6s}: {e['steps']:6.0f} steps of {e['step_ms']:6.2f} ms, mean batch "
                           f"{e['batch']:5.1f}, gallama between steps {e['delivery_ms']:.3f} ms, busy {e['busy']:.3f} "
-                          f"of the run, jobs admitted in {e.get('admissions', 0):.0f} groups", flush=True)
-            print("      cores kept busy during the HTTP runs: " + "  ".join(f"{k} {v:.2f}" for k, v in row["cores"].items()),
-                  flush=True)
+                          f"of the run, jobs admitted in {e['admissions']:.0f} groups", flush=True)
+            cores = "  ".join(f"{k} {v:.2f}" for k, v in row["cores"].items())
+            print(f"      cores kept busy during the HTTP runs: {cores}", flush=True)
             if extra:
-                print("      below HTTP, and controls: " + "  ".join(f"{k} {statistics.median(v):.3f}" for k, v in extra.items()),
-                      flush=True)
+                below = "  ".join(f"{k} {statistics.median(v):.3f}" for k, v in extra.items())
+                print(f"      below HTTP, and controls: {below}", flush=True)
             print(f"  {b:3d} streams: raw {row['raw_tps']:8.1f} tok/s  gallama HTTP {row['gallama_tps']:8.1f} tok/s  "
                   f"ratio {row['ratio']:.3f} [IQR {row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}, 90% CI "
                   f"{ci_low:.3f}-{ci_high:.3f}]  TTFT p50 raw {row['raw_ttft_ms']:.0f} / HTTP "
