@@ -52,6 +52,11 @@ if [ -d .whl ] && [ ! -f "$WORK/wheels-installed" ]; then
     && touch "$WORK/wheels-installed" || { note "FAIL installing carried wheels"; exit 1; }
 fi
 export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH} PATH=/tmp/site/bin:$PATH
+# py-spy (HTTP_PROFILE) on its own: the bin/ folder of one --target install keeps only some wheels' scripts
+if ! command -v py-spy >/dev/null && ls .whl/py_spy-*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --target /tmp/pyspy .whl/py_spy-*.whl >/dev/null 2>&1
+  export PATH=/tmp/pyspy/bin:$PATH
+fi
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
   --target /tmp/site . plugins/gallama_exllama plugins/gallama_exllamav3 >"$WORK/pip-gallama.log" 2>&1 \
   || { cat "$WORK/pip-gallama.log"; note "FAIL installing gallama"; exit 1; }

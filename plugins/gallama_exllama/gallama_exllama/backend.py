@@ -35,8 +35,10 @@ PAGE = 256  # ExLlamaV2's page size: cache sizes are multiples of it
 CHECK_TOLERANCE = 2e-2  # relative error allowed between an attention path and the matmul reference
 
 
-def require_cuda(backend: str = "exllama") -> Any:
-    """Import torch and make sure CUDA is there, with an error a user can act on."""
+def require_cuda(backend: str = "exllama", cpu_threads: int | None = None) -> Any:
+    """Import torch and make sure CUDA is there, with an error a user can act on. ``cpu_threads`` caps torch's CPU
+    pool for this process and every thread it starts later (the settings' ``cpu_threads``: the engine thread,
+    started after the load, steps with it)."""
     try:
         import torch
     except ImportError:
@@ -47,6 +49,8 @@ def require_cuda(backend: str = "exllama") -> Any:
         raise GallamaError(f"the {backend} backend needs an NVIDIA GPU with CUDA, and this machine has none "
                            f"(torch {torch.__version__}, CUDA {cuda}, torch.cuda.is_available() is False). "
                            "On a CPU-only machine serve a GGUF model with the llama_cpp backend instead.")
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
     return torch
 
 
@@ -205,7 +209,7 @@ def attention_self_check(loaded: Loaded, wanted: str = "auto", seq: int = 48, ta
 
 
 def load_exllama(settings: ExLlamaSettings, progress: LoadProgress) -> "ExLlamaBackend":
-    torch = require_cuda("exllama")
+    torch = require_cuda("exllama", settings.cpu_threads)
     check_model_dir(settings.model_id)
     progress.update("importing ExLlamaV2 (the first use builds its CUDA extension, ~2 min)", 0.02)
     from exllamav2.generator import ExLlamaV2DynamicGenerator

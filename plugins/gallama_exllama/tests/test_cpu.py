@@ -48,6 +48,31 @@ def test_settings_validation():
         ExLlamaSettings(model_id="/m", attention="fast")
 
 
+def test_cpu_threads_cap_the_torch_pool_of_threads_started_later(monkeypatch):
+    """The worker loads the model in one thread and steps the engine in another, started after the load: that one
+    must see the cap too (measured: torch's default pool made the decode steps 2.9x slower beside busy cores)."""
+    import torch
+
+    from gallama_exllama.backend import require_cuda
+
+    assert ExLlamaSettings(model_id="/m").cpu_threads == 1
+    with pytest.raises(ValidationError):
+        ExLlamaSettings(model_id="/m", cpu_threads=0)
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        loader = threading.Thread(target=require_cuda, args=("exllama", 3))
+        loader.start()
+        loader.join()
+        seen: list[int] = []
+        engine = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        engine.start()
+        engine.join()
+        assert seen == [3]
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_load_without_cuda_is_a_clear_error_and_imports_no_engine(tmp_path):
     import torch
 

@@ -33,8 +33,10 @@ PAGE = 256
 DEFAULT_MAX_SEQ_LEN = 4096
 
 
-def require_cuda(backend: str = "exllamav3") -> Any:
-    """Import torch and make sure CUDA is there, with an error a user can act on."""
+def require_cuda(backend: str = "exllamav3", cpu_threads: int | None = None) -> Any:
+    """Import torch and make sure CUDA is there, with an error a user can act on. ``cpu_threads`` caps torch's CPU
+    pool for this process and every thread it starts later (the settings' ``cpu_threads``: the engine thread,
+    started after the load, steps with it)."""
     try:
         import torch
     except ImportError:
@@ -45,6 +47,8 @@ def require_cuda(backend: str = "exllamav3") -> Any:
         raise GallamaError(f"the {backend} backend needs an NVIDIA GPU with CUDA, and this machine has none "
                            f"(torch {torch.__version__}, CUDA {cuda}, torch.cuda.is_available() is False). "
                            "On a CPU-only machine serve a GGUF model with the llama_cpp backend instead.")
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
     return torch
 
 
@@ -135,7 +139,7 @@ def generator_kwargs(settings: ExLlamaV3Settings, generator_cls) -> dict:
 
 
 def load_exllamav3(settings: ExLlamaV3Settings, progress: LoadProgress) -> "ExLlamaV3Backend":
-    torch = require_cuda("exllamav3")
+    torch = require_cuda("exllamav3", settings.cpu_threads)
     check_model_dir(settings.model_id)
     progress.update("importing ExLlamaV3 (the first use builds its CUDA extension, ~4 min)", 0.02)
     from exllamav3 import Generator

@@ -46,6 +46,30 @@ def test_settings_and_cache_mapping():
     with pytest.raises(ValidationError):
         ExLlamaV3Settings(model_id="/m", paged=True)  # an ExLlamaV2 key: unknown here
 
+def test_cpu_threads_cap_the_torch_pool_of_threads_started_later(monkeypatch):
+    """The worker loads the model in one thread and steps the engine in another, started after the load: that one
+    must see the cap too (measured: torch's default pool made the decode steps 2.9x slower beside busy cores)."""
+    import torch
+
+    from gallama_exllamav3.backend import require_cuda
+
+    assert ExLlamaV3Settings(model_id="/m").cpu_threads == 1
+    with pytest.raises(ValidationError):
+        ExLlamaV3Settings(model_id="/m", cpu_threads=0)
+    before = torch.get_num_threads()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    try:
+        loader = threading.Thread(target=require_cuda, args=("exllamav3", 3))
+        loader.start()
+        loader.join()
+        seen: list[int] = []
+        engine = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        engine.start()
+        engine.join()
+        assert seen == [3]
+    finally:
+        torch.set_num_threads(before)
+
 
 def test_numpy_floor_is_declared_for_install_time():
     """infinity-emb (gallama-embed) pins numpy 1.26; declaring exllamav3's floor makes pip/uv refuse the mix."""
