@@ -26,7 +26,9 @@ from run to run: see bench_exllama.py), with its interquartile range and a 90% b
 median.
 
 Beside throughput, each row splits the time the way a stream spends it: TTFT (raw: a one-token ``generate``
-of the same B prompts; HTTP: the client's, and the front's own from ``/metrics``) and the decode pace, the
+of the same B prompts; HTTP: the client's, and the server's from ``/metrics``, from the request's arrival at the
+front, with the front's preparation in it; each side's engine lines add the engine's own TTFT, from a job's
+submission to its first token, so the rest is the trip between front and worker) and the decode pace, the
 time per token after the first (raw: the N-token run less its TTFT, over N - 1; HTTP: per stream, as the
 client receives the tokens). A pace ratio near 1 with a lower throughput ratio puts the gap in the fixed
 latencies of a request; a pace ratio below 1 puts it in the engine's steps.
@@ -89,9 +91,10 @@ class StepCounter:
     """Counts the raw generator's steps as ``EngineLoop.stats`` does for gallama (same keys; no delivery)."""
 
     def __init__(self, generator):
-        self.steps = self.job_steps = self.admissions = 0
-        self.seconds = 0.0
+        self.steps = self.job_steps = self.admissions = self.jobs = self.first_tokens = 0
+        self.seconds = self.first_token_seconds = 0.0
         self._enqueued = False
+        self._waiting: dict = {}  # job -> when it was enqueued, until its first token
         iterate, enqueue = generator.iterate, generator.enqueue
 
         def counted():
@@ -100,38 +103,49 @@ class StepCounter:
                 self._enqueued = False
             t0 = time.perf_counter()
             results = iterate()
-            self.seconds += time.perf_counter() - t0
+            t1 = time.perf_counter()
+            self.seconds += t1 - t0
             if results:
                 self.steps += 1
                 self.job_steps += len(results)
+            for result in results:
+                if result.get("stage") == "streaming" and result.get("job") in self._waiting:
+                    self.first_tokens += 1
+                    self.first_token_seconds += t1 - self._waiting.pop(result["job"])
             return results
 
-        def enqueue_counted(*a, **kw):
+        def enqueue_counted(job, *a, **kw):
             self._enqueued = True
-            return enqueue(*a, **kw)
+            self.jobs += 1
+            self._waiting[job] = time.perf_counter()
+            return enqueue(job, *a, **kw)
 
         generator.iterate, generator.enqueue = counted, enqueue_counted
 
     def stats(self) -> dict:
         return {"steps": self.steps, "step_seconds": self.seconds, "job_steps": self.job_steps,
-                "delivery_seconds": 0.0, "admissions": self.admissions}
+                "delivery_seconds": 0.0, "admissions": self.admissions, "jobs": self.jobs, "queue_seconds": 0.0,
+                "first_tokens": self.first_tokens, "first_token_seconds": self.first_token_seconds}
 
 
 #: The engine counters every side reports (``EngineLoop.stats``, ``/metrics``' ``gallama_engine_*_total``).
-ENGINE_KEYS = ("steps", "step_seconds", "job_steps", "delivery_seconds", "admissions")
+ENGINE_KEYS = ("steps", "step_seconds", "job_steps", "delivery_seconds", "admissions", "jobs", "queue_seconds",
+               "first_tokens", "first_token_seconds")
 
 
 def engine_delta(before: dict | None, after: dict | None, wall_s: float) -> dict | None:
     """What the engine did during one run: steps, ms per step, mean batch, gallama's ms per step between steps,
-    the share of the run's wall time spent inside steps (below 1: the engine waited for work) and the groups
-    the run's jobs were admitted in (1: all at once)."""
+    the share of the run's wall time spent inside steps (below 1: the engine waited for work), the groups
+    the run's jobs were admitted in (1: all at once), and the engine's own time to first token and wait for a
+    running step's end (ms, means over the run's jobs; raw: from ``enqueue``, which never waits)."""
     if before is None or not after:
         return None
     d = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ENGINE_KEYS}
     n = max(1.0, d["steps"])
     return {"steps": d["steps"], "step_ms": 1000 * d["step_seconds"] / n, "batch": d["job_steps"] / n,
             "delivery_ms": 1000 * d["delivery_seconds"] / n, "busy": d["step_seconds"] / wall_s,
-            "admissions": d["admissions"]}
+            "admissions": d["admissions"], "ttft_ms": 1000 * d["first_token_seconds"] / max(1.0, d["first_tokens"]),
+            "queue_ms": 1000 * d["queue_seconds"] / max(1.0, d["jobs"])}
 
 
 class DirectWorker:
@@ -274,9 +288,10 @@ def median_interval(values: list[float], level: float = 0.90, resamples: int = 4
     return quantile(medians, tail), quantile(medians, 1 - tail)
 
 
-def server_metrics(url: str) -> tuple[tuple[float, float], dict]:
-    """From ``GET /metrics``: (sum, count) of the front's own time-to-first-token histogram (the server's side of
-    TTFT, without the client's), and the engine's counters (``gallama_engine_*_total``, summed over instances)."""
+def server_metrics(url: str) -> tuple[tuple[float, float, float, float], dict]:
+    """From ``GET /metrics``: (sum, count) of the front's time-to-first-token histogram (from the request's arrival
+    at the front: the server's side of TTFT, without the client's) then of its preparation histogram (arrival to
+    hand-off to the engine), and the engine's counters (``gallama_engine_*_total``, summed over instances)."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -285,7 +300,9 @@ def server_metrics(url: str) -> tuple[tuple[float, float], dict]:
         for sample in family.samples:
             sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
     ttft = (sums.get("gallama_time_to_first_token_seconds_sum", 0.0),
-            sums.get("gallama_time_to_first_token_seconds_count", 0.0))
+            sums.get("gallama_time_to_first_token_seconds_count", 0.0),
+            sums.get("gallama_request_preparation_seconds_sum", 0.0),
+            sums.get("gallama_request_preparation_seconds_count", 0.0))
     engine = {key: sums[f"gallama_engine_{key}_total"] for key in ENGINE_KEYS if f"gallama_engine_{key}_total" in sums}
     return ttft, engine
 
@@ -364,6 +381,7 @@ def main() -> int:
         result["cores"] = {"front": (front_now - front_cpu) / wall, "worker": (worker_now - worker_cpu) / wall,
                            "clients": result["client_cpu_s"] / wall}
         result["server_ttft_ms"] = 1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1])
+        result["preparation_ms"] = 1000 * (after[2] - before[2]) / max(1.0, after[3] - before[3])
         result["engine"] = engine_delta(engine_before, engine_after, result["wall_s"])
         return result
 
@@ -423,6 +441,7 @@ def main() -> int:
                    "ttft_p50_ms": statistics.median(g["ttft_p50_ms"] for g in gals),
                    "ttft_p99_ms": statistics.median(g["ttft_p99_ms"] for g in gals),
                    "server_ttft_ms": statistics.median(g["server_ttft_ms"] for g in gals),
+                   "preparation_ms": statistics.median(g["preparation_ms"] for g in gals),
                    "raw_decode_ms": statistics.median(r["decode_ms_per_token"] for r in raws),
                    "http_decode_ms": statistics.median(g["decode_ms_per_token"] for g in gals),
                    "pace_ratio": statistics.median(r["decode_ms_per_token"] / g["decode_ms_per_token"]
@@ -437,7 +456,8 @@ def main() -> int:
                 if e:
                     print(f"      engine, {side:6s}: {e['steps']:6.0f} steps of {e['step_ms']:6.2f} ms, mean batch "
                           f"{e['batch']:5.1f}, gallama between steps {e['delivery_ms']:.3f} ms, busy {e['busy']:.3f} "
-                          f"of the run, jobs admitted in {e['admissions']:.0f} groups", flush=True)
+                          f"of the run, jobs admitted in {e['admissions']:.0f} groups; engine TTFT "
+                          f"{e['ttft_ms']:.0f} ms (waiting for a step's end {e['queue_ms']:.1f} ms)", flush=True)
             cores = "  ".join(f"{k} {v:.2f}" for k, v in row["cores"].items())
             print(f"      cores kept busy during the HTTP runs: {cores}", flush=True)
             if extra:
@@ -447,7 +467,8 @@ def main() -> int:
                   f"ratio {row['ratio']:.3f} [IQR {row['ratio_p25']:.3f}-{row['ratio_p75']:.3f}, 90% CI "
                   f"{ci_low:.3f}-{ci_high:.3f}]  TTFT p50 raw {row['raw_ttft_ms']:.0f} / HTTP "
                   f"{row['ttft_p50_ms']:.0f} ms "
-                  f"(server's mean {row['server_ttft_ms']:.0f} ms, p99 {row['ttft_p99_ms']:.0f} ms)  decode ms/token "
+                  f"(server's mean {row['server_ttft_ms']:.0f} ms, of it the front's preparation "
+                  f"{row['preparation_ms']:.1f} ms; p99 {row['ttft_p99_ms']:.0f} ms)  decode ms/token "
                   f"raw {row['raw_decode_ms']:.2f} / HTTP {row['http_decode_ms']:.2f} (pace ratio "
                   f"{row['pace_ratio']:.3f})  ({row['tokens']}/{row['expected_tokens']} tokens)", flush=True)
     finally:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-#: Per-request notes from the pipeline (model, tokens, ttft_s, request_id, prompt) for the request log line.
+#: Per-request notes (model, tokens, request_id, prompt; ``perf_counter`` stamps: ``arrived`` at the front,
+#: ``dispatched_at`` to the engine, ``first_token_at``) for the request log line and the metrics.
 request_stats: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("gallama_request_stats",
                                                                                        default=None)
 

@@ -74,6 +74,11 @@ _ENGINE_COUNTERS = {
     "job_steps": "Jobs advanced, summed over steps (divided by steps: the mean batch)",
     "delivery_seconds": "gallama's own work on the engine thread between two steps (handing results on)",
     "admissions": "Times new jobs were handed to the engine (jobs arriving between two steps go in together)",
+    "jobs": "Jobs enqueued into the engine",
+    "queue_seconds": "Time jobs waited, from their submission to the engine to their enqueue (a running step's end)",
+    "first_tokens": "Jobs that got their first token",
+    "first_token_seconds": "Time from a job's submission to the engine to the end of the step that gave its first "
+                           "token (prefill included)",
 }
 
 
@@ -87,8 +92,12 @@ class Telemetry:
                                   ["route", "model"], buckets=_LATENCY_BUCKETS, registry=r)
         self.prompt_tokens = Counter("gallama_prompt_tokens", "Prompt tokens processed", ["model"], registry=r)
         self.completion_tokens = Counter("gallama_completion_tokens", "Tokens generated", ["model"], registry=r)
-        self.ttft = Histogram("gallama_time_to_first_token_seconds", "Time to the first generated text",
-                              ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("gallama_time_to_first_token_seconds", "Time from a request's arrival at the front "
+                              "to its first generated text", ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.preparation = Histogram(
+            "gallama_request_preparation_seconds", "Time from a request's arrival at the front to its hand-off to "
+            "the model's engine (reading, validation, prompt rendering, request hooks)", ["model"],
+            buckets=_ITL_BUCKETS, registry=r)
         self.itl = Histogram("gallama_inter_token_latency_seconds", "Time between two streamed chunks", ["model"],
                              buckets=_ITL_BUCKETS, registry=r)
         r.register(_ModelStates(models))
@@ -102,15 +111,20 @@ class Telemetry:
             self.prompt_tokens.labels(model).inc(stats["prompt_tokens"])
         if stats.get("completion_tokens"):
             self.completion_tokens.labels(model).inc(stats["completion_tokens"])
-        if stats.get("ttft_s") is not None:
-            self.ttft.labels(model).observe(stats["ttft_s"])
+        arrived, dispatched, first = stats.get("arrived"), stats.get("dispatched_at"), stats.get("first_token_at")
+        ttft = None
+        if first is not None:
+            ttft = first - (arrived if arrived is not None else dispatched)
+            self.ttft.labels(model).observe(ttft)
+        if arrived is not None and dispatched is not None:
+            self.preparation.labels(model).observe(dispatched - arrived)
         parts = [f"request {stats.get('request_id') or stats['id']}", f"{method} {route}", f"status={status}"]
         if model:
             parts.append(f"model={model}")
         if stats.get("prompt_tokens") is not None or stats.get("completion_tokens") is not None:
             parts.append(f"tokens={stats.get('prompt_tokens') or 0}+{stats.get('completion_tokens') or 0}")
-        if stats.get("ttft_s") is not None:
-            parts.append(f"ttft={1000 * stats['ttft_s']:.0f}ms")
+        if ttft is not None:
+            parts.append(f"ttft={1000 * ttft:.0f}ms")
         parts.append(f"duration={1000 * duration:.0f}ms")
         if error:
             parts.append(f"error={error!r}")
@@ -130,9 +144,9 @@ class RequestLogMiddleware:
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        stats: dict[str, Any] = {"id": uuid.uuid4().hex[:12]}
-        token = request_stats.set(stats)
         started = time.perf_counter()
+        stats: dict[str, Any] = {"id": uuid.uuid4().hex[:12], "arrived": started}
+        token = request_stats.set(stats)
         status, error_body = 500, b""
 
         async def recording_send(message):

@@ -111,8 +111,10 @@ class Backend(ABC):
         """Counters of the engine's batched steps since the model loaded, for engines that step a batch of jobs
         (None otherwise): ``steps``, ``step_seconds`` (time inside the engine's step), ``job_steps`` (jobs
         advanced, summed over steps: ``job_steps / steps`` is the mean batch), ``delivery_seconds`` (gallama's
-        own work between two steps) and ``admissions`` (the times new jobs went into the engine; a burst of
-        requests admitted at once counts 1). ``/metrics`` shows them as ``gallama_engine_*_total``.
+        own work between two steps), ``admissions`` (the times new jobs went into the engine; a burst of
+        requests admitted at once counts 1), ``jobs`` and ``queue_seconds`` (jobs enqueued, and their summed wait
+        for the running step's end), ``first_tokens`` and ``first_token_seconds`` (jobs that got a first token,
+        and their summed time from submission to it). ``/metrics`` shows them as ``gallama_engine_*_total``.
         :meth:`EngineLoop.stats <gallama_core.models.engine_thread.EngineLoop.stats>` keeps them for
         ``iterate()``-style engines. Called often: it must only read counters."""
         return None

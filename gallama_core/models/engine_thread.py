@@ -43,12 +43,13 @@ class JobSink:
     (lighter than an ``asyncio.Queue``; this runs once per job and token). ``route``: where the engine thread
     sends them (that loop's outbox)."""
 
-    __slots__ = ("loop", "route", "items", "waiter")
+    __slots__ = ("loop", "route", "items", "waiter", "submitted")
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self.loop = self.route = loop
         self.items: list = []
         self.waiter: asyncio.Future | None = None
+        self.submitted: float | None = None  # when the job was submitted, until its first token
 
     def push(self, item: Any) -> None:
         """Event loop only."""
@@ -83,11 +84,12 @@ class StepTarget(Protocol):
 class ThreadSink:
     """A job whose results go to a :class:`StepTarget` on the engine thread, as chunks."""
 
-    __slots__ = ("route", "key", "prompt_len", "engine_name", "done")
+    __slots__ = ("route", "key", "prompt_len", "engine_name", "done", "submitted")
 
     def __init__(self, target: StepTarget, key: Hashable, prompt_len: int, engine_name: str):
         self.route, self.key, self.prompt_len, self.engine_name = target, key, prompt_len, engine_name
         self.done = False
+        self.submitted: float | None = None  # when the job was submitted, until its first token
 
     def deliveries(self, item: Any) -> list[tuple[Hashable, Delivery]]:
         """One engine result as what the target receives (nothing once the job ended or was cancelled)."""
@@ -186,6 +188,10 @@ class EngineLoop:
         self.iterate_s = 0.0  # time spent inside generator.iterate()
         self.deliver_s = 0.0  # after iterate(): routing a step's results and handing them over
         self.admissions = 0  # passes that enqueued new jobs: a burst admitted at once counts 1
+        self.jobs = 0  # jobs enqueued into the generator
+        self.queue_s = 0.0  # summed over them: from submit() to the generator's enqueue (waiting for a step's end)
+        self.first_tokens = 0  # jobs that got their first token
+        self.first_token_s = 0.0  # summed over them: from submit() to the step that produced it
         self._thread = threading.Thread(target=self._run, name=f"engine-{name}", daemon=True)
         self._thread.start()
 
@@ -195,6 +201,7 @@ class EngineLoop:
             raise RuntimeError(f"the generator is not running: {self.error or 'closed'}")
         loop = asyncio.get_running_loop()
         sink = sink or JobSink(loop)
+        sink.submitted = time.perf_counter()
         staged = self._staged.get(loop)
         if staged is None:
             staged = self._staged[loop] = []
@@ -272,9 +279,15 @@ class EngineLoop:
         work after each ``iterate()``: routing the step's results and handing them on, which the next step
         waits for) and ``admissions`` (the times new jobs were handed to the generator: jobs that arrive
         together between two steps are admitted at once; a burst of B requests admitted in many groups is
-        prefilled over as many steps)."""
+        prefilled over as many steps). Where a request's time to first token goes in the engine: ``jobs`` (jobs
+        enqueued into the generator) with ``queue_seconds`` (summed over them: from submission to the enqueue,
+        i.e. waiting for the step that was running to end), and ``first_tokens`` (jobs that got a first token)
+        with ``first_token_seconds`` (summed: from submission to the end of the step that produced it, prefill
+        included)."""
         return {"steps": self.iterations, "step_seconds": self.iterate_s, "job_steps": self.results,
-                "delivery_seconds": self.deliver_s, "admissions": self.admissions}
+                "delivery_seconds": self.deliver_s, "admissions": self.admissions, "jobs": self.jobs,
+                "queue_seconds": self.queue_s, "first_tokens": self.first_tokens,
+                "first_token_seconds": self.first_token_s}
 
     @property
     def active_jobs(self) -> int:
@@ -305,6 +318,8 @@ class EngineLoop:
                     gen.enqueue(job)
                     sinks[job] = sink
                     admitted = True
+                    self.jobs += 1
+                    self.queue_s += time.perf_counter() - sink.submitted
                 except Exception as exc:  # refused by the engine (too long for the cache...)
                     out.setdefault(sink.route, []).append((sink, exc))
             self.admissions += admitted
@@ -341,6 +356,10 @@ class EngineLoop:
                         sinks.pop(job, None)
                         out.setdefault(sink.route, []).append((sink, result.get("error") or RuntimeError("job failed")))
                         continue
+                    if sink.submitted is not None and result.get("stage") == "streaming":  # its first token
+                        self.first_tokens += 1
+                        self.first_token_s += t1 - sink.submitted
+                        sink.submitted = None
                     if result.get("eos"):
                         sinks.pop(job, None)
                     out.setdefault(sink.route, []).append((sink, result))

@@ -182,14 +182,14 @@ class Pipeline:
             raise InvalidRequestError("best_of > 1 is not supported", param="best_of")
         ctx, instance, streams = await self._start(endpoint, request)
         instance.active += 1
-        started = time.perf_counter()
+        note(dispatched_at=time.perf_counter())
         try:
             merged = _merge(streams)
             first = await anext(merged, None)  # errors before the first token are HTTP errors
         except BaseException:
             instance.active -= 1
             raise
-        note(ttft_s=time.perf_counter() - started)
+        note(first_token_at=time.perf_counter())
         events = _prepend(first, merged)
         if request.stream:
             release = _release_once(instance, events, merged)

@@ -65,6 +65,26 @@ async def test_concurrent_jobs_each_get_their_own_text():
         assert stats["steps"] == 12 and stats["job_steps"] == 22
         assert stats["step_seconds"] >= 12 * 0.001 and stats["delivery_seconds"] > 0
         assert stats["admissions"] == 1  # the three jobs went into the generator together
+        assert stats["jobs"] == 3 and stats["first_tokens"] == 3
+        assert 0 <= stats["queue_seconds"] <= stats["first_token_seconds"]
+        assert stats["first_token_seconds"] >= 3 * 0.001  # each waited at least its first step
+    finally:
+        engine.close()
+
+
+async def test_a_job_arriving_during_a_step_waits_for_its_end_and_the_counters_show_it():
+    gen = StepGenerator(pause=0.08)
+    engine = EngineLoop(gen, "fake")
+    try:
+        first = asyncio.ensure_future(collect(engine, Job(3)))
+        await asyncio.sleep(0.02)  # the first job's first step (80 ms) is running
+        await collect(engine, Job(2))
+        await first
+        stats = engine.stats()
+        assert stats["jobs"] == 2 and stats["first_tokens"] == 2 and stats["admissions"] == 2
+        # the second job waited for the rest of that step before it was enqueued, then for a step of its own
+        assert stats["queue_seconds"] >= 0.03
+        assert stats["first_token_seconds"] >= stats["queue_seconds"] + 2 * 0.08
     finally:
         engine.close()
 

@@ -16,7 +16,8 @@ async def test_metrics_show_the_engine_counters_of_backends_that_keep_them(clien
     async def ping(timeout):  # a worker's answer refreshes the counters (RemoteBackend.ping)
         asked.append(timeout)
         backend.stats = {"steps": 10, "step_seconds": 0.5, "job_steps": 40, "delivery_seconds": 0.01,
-                         "admissions": 3}
+                         "admissions": 3, "jobs": 4, "queue_seconds": 0.02, "first_tokens": 4,
+                         "first_token_seconds": 0.2}
 
     backend.ping = ping
     backend.engine_stats = lambda: getattr(backend, "stats", None)
@@ -25,7 +26,11 @@ async def test_metrics_show_the_engine_counters_of_backends_that_keep_them(clien
     assert sorted(lines) == [
         'gallama_engine_admissions_total{instance="0",model="echo-a"} 3.0',
         'gallama_engine_delivery_seconds_total{instance="0",model="echo-a"} 0.01',
+        'gallama_engine_first_token_seconds_total{instance="0",model="echo-a"} 0.2',
+        'gallama_engine_first_tokens_total{instance="0",model="echo-a"} 4.0',
         'gallama_engine_job_steps_total{instance="0",model="echo-a"} 40.0',
+        'gallama_engine_jobs_total{instance="0",model="echo-a"} 4.0',
+        'gallama_engine_queue_seconds_total{instance="0",model="echo-a"} 0.02',
         'gallama_engine_step_seconds_total{instance="0",model="echo-a"} 0.5',
         'gallama_engine_steps_total{instance="0",model="echo-a"} 10.0',
     ]

@@ -46,6 +46,12 @@ def test_request_log_and_metrics(tmp_path, log_prompts):
     assert _metric(text, "gallama_completion_tokens_total", model="smol") == 11
     assert _metric(text, "gallama_prompt_tokens_total", model="smol") > 10
     assert _metric(text, "gallama_time_to_first_token_seconds_count", model="smol") == 2
+    # the front's part of it, from the request's arrival to its hand-off to the engine: within the TTFT
+    assert _metric(text, "gallama_request_preparation_seconds_count", model="smol") == 2
+    assert 0 < _metric(text, "gallama_request_preparation_seconds_sum", model="smol") \
+        < _metric(text, "gallama_time_to_first_token_seconds_sum", model="smol")
+    # and the engine's: llama.cpp keeps no step counters (its own server batches), so none are shown
+    assert "gallama_engine_first_tokens_total" not in text
     assert _metric(text, "gallama_inter_token_latency_seconds_count", model="smol") >= 3
     assert _metric(text, "gallama_model_instances", model="smol", state="ready") == 1
     assert "gallama_requests_in_flight" in text and "gallama_queue_length" in text
