@@ -1,7 +1,7 @@
 """gallama through HTTP (front + engine worker) against the raw batched ExLlama generator (GPU machine only).
 
     python benchmarks/bench_http_exllama.py --engine v3 --model DIR [--streams 1,8,32,64] [--new-tokens 256]
-        [--repeat 3] [--clients 4] [--client aiohttp|httpx] [--json out.json]
+        [--repeat 3] [--level-seconds 0] [--clients 4] [--client aiohttp|httpx] [--json out.json]
 
 - **raw**: a separate process loads the model with the plugin's own loader and times
   ``generator.generate(prompt=[B prompts], max_new_tokens=N)`` (greedy, EOS ignored): the engine's best batched
@@ -324,6 +324,9 @@ def main() -> int:
     ap.add_argument("--streams", default="1,8,32,64")
     ap.add_argument("--new-tokens", type=int, default=256)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--level-seconds", type=float, default=0.0, help="after --repeat pairs, keep adding pairs (up to "
+                    "3 x --repeat) while the level has run for less than this: short levels (few streams) get more "
+                    "pairs for the same time, and the median of their noisy pairs a tighter interval")
     ap.add_argument("--clients", type=int, default=4, help="load-generator processes")
     ap.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp", help="the load generator's HTTP "
                     "client (httpx: what the openai package uses, slower per request)")
@@ -405,8 +408,10 @@ def main() -> int:
             gallama_run(b)
             if direct is not None:
                 direct.run(b)
-            for i in range(args.repeat):
+            level_started, i = time.perf_counter(), 0
+            while i < args.repeat or (i < 3 * args.repeat and time.perf_counter() - level_started < args.level_seconds):
                 order = ("raw", "gallama") if i % 2 == 0 else ("gallama", "raw")
+                i += 1
                 pair = {}
                 for side in order:
                     pair[side] = raw_side(b) if side == "raw" else gallama_run(b)

@@ -14,6 +14,7 @@
 #                HTTP_PROFILE=64 (streams at which one extra run of each side is sampled with py-spy: summaries in
 #                the log, collapsed stacks in $OUT/profiles.tgz)
 #                HTTP_BURN=2 (with HTTP_SIDES=...,rawbusy: spinning processes beside the raw generator, a control)
+#                HTTP_LEVEL_SECONDS=0 (after HTTP_REPEAT pairs, more pairs, up to 3x, while a level ran less than this)
 #
 # Outputs go to $OUT (the device tool's folder) or test-output/gpu; models and builds to $GPU_WORK
 # (/tmp/gallama-gpu), reused while the machine stays up.
@@ -120,7 +121,7 @@ run_engine() {  # run_engine v2|v3
       say "$e: benchmark through HTTP (front + engine worker, separate client processes) vs raw batched generator"
       check "$e http bench" python3 benchmarks/bench_http_exllama.py --engine $e --model "$BIG" --streams ${HTTP_STREAMS:-1,8,32,64} \
         --new-tokens 256 --repeat ${HTTP_REPEAT:-3} --sides ${HTTP_SIDES:-raw,http} --clients 4 --client ${HTTP_CLIENT:-aiohttp} --json "$OUT/bench-http-$e.json" --log-dir "$OUT" \
-        --profile "${HTTP_PROFILE:-}" --burn ${HTTP_BURN:-2}
+        --profile "${HTTP_PROFILE:-}" --burn ${HTTP_BURN:-2} --level-seconds ${HTTP_LEVEL_SECONDS:-0}
       if ls "$OUT"/profile-*.txt >/dev/null 2>&1; then
         python3 benchmarks/pyspy_top.py "$OUT"/profile-*.txt | tee -a "$SUMMARY"
         (cd "$OUT" && tar czf profiles.tgz profile-*.txt && rm -f profile-*.txt)
