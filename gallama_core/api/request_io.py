@@ -80,18 +80,44 @@ def sse_event(data: Any, event: str | None = None) -> str:
 
 class _ClosingStreamingResponse(StreamingResponse):
     """Closes its streams when the response ends in any way, even when the body was never iterated (a client
-    that left before the first byte): the generation behind them stops and frees its slot."""
+    that left before the first byte): the generation behind them stops and frees its slot.
+
+    The body is sent from the request's own task, and one watcher task waits for the client to leave and then
+    cancels it. (Starlette's response does the same with an anyio task group per response, whose set-up and
+    cancel scope, which formats the task's repr when it cancels, took about a tenth of the front's CPU per
+    streamed request in a profile. It is the path Starlette takes under servers of ASGI spec < 2.4, uvicorn's
+    included, whose ``send`` ignores a gone client instead of raising.)"""
 
     def __init__(self, content, closing: list, **kwargs):
         super().__init__(content, **kwargs)
         self._closing = closing
 
     async def __call__(self, scope, receive, send) -> None:
+        task = asyncio.current_task()
+        streaming, left = True, False
+
+        async def watch() -> None:
+            nonlocal left
+            while (await receive())["type"] != "http.disconnect":
+                await asyncio.sleep(0.25)  # a server that answers with empty body messages instead of waiting
+            if streaming:  # the client left before the last byte: stop making the rest
+                left = True
+                task.cancel()
+
+        watcher = asyncio.get_running_loop().create_task(watch())
         try:
-            await super().__call__(scope, receive, send)
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            # Ours (the watcher's) ends the response quietly; any other cancellation goes on.
+            if not left or (hasattr(task, "uncancel") and task.uncancel() > 0):
+                raise
         finally:
+            streaming = False
+            watcher.cancel()
             for stream in self._closing:
                 await stream.aclose()
+        if self.background is not None:
+            await self.background()
 
 
 def sse_response(items: AsyncIterator[Any], render: Callable[[Any], str | Iterable[str]],
