@@ -200,7 +200,7 @@ def register_busy_backend(args) -> BusyGenerator:
 def http_main(args) -> list[dict]:
     """``gallama run`` serving the stand-in, B streams through HTTP from 4 load-generator processes, against the
     plain loop; the engine's counters from /metrics, read once the clients' warm-up is done."""
-    from bench_http_exllama import engine_delta, server_metrics
+    from bench_http_exllama import engine_delta, front_means, server_metrics
     from http_load import run_load
 
     from gallama_core.testing import start_server
@@ -219,11 +219,9 @@ def http_main(args) -> list[dict]:
                              on_ready=lambda: scraped.append(server_metrics(url)))
                 (before, engine_before), (after, engine_after) = scraped[0], server_metrics(url)
                 e = engine_delta(engine_before, engine_after, r["wall_s"])
-                requests = max(1.0, after[1] - before[1])
+                server_ttft, preparation = front_means(before, after)
                 runs.append({"ratio": r["tokens_per_s"] / (b * args.steps / raw), "ttft": r["ttft_p50_ms"],
-                             "server_ttft": 1000 * (after[0] - before[0]) / requests,
-                             "preparation": 1000 * (after[2] - before[2]) / max(1.0, after[3] - before[3]),
-                             "engine_ttft": e["ttft_ms"],
+                             "server_ttft": server_ttft, "preparation": preparation, "engine_ttft": e["ttft_ms"],
                              "steps": e["steps"], "step_vs_raw": (raw / args.steps) / (e["step_ms"] / 1000),
                              "mean_batch": e["batch"], "delivery_ms": e["delivery_ms"], "busy": e["busy"],
                              "admissions": e["admissions"]})

@@ -307,6 +307,12 @@ def server_metrics(url: str) -> tuple[tuple[float, float, float, float], dict]:
     return ttft, engine
 
 
+def front_means(before: tuple[float, ...], after: tuple[float, ...]) -> tuple[float, float]:
+    """The server's mean TTFT and the front's mean preparation, in ms, between two :func:`server_metrics` scrapes."""
+    return (1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1]),
+            1000 * (after[2] - before[2]) / max(1.0, after[3] - before[3]))
+
+
 def start_gallama(args):
     from gallama_core.testing import start_server
 
@@ -383,8 +389,7 @@ def main() -> int:
         wall = result["wall_s"]  # cores kept busy during the run, by process
         result["cores"] = {"front": (front_now - front_cpu) / wall, "worker": (worker_now - worker_cpu) / wall,
                            "clients": result["client_cpu_s"] / wall}
-        result["server_ttft_ms"] = 1000 * (after[0] - before[0]) / max(1.0, after[1] - before[1])
-        result["preparation_ms"] = 1000 * (after[2] - before[2]) / max(1.0, after[3] - before[3])
+        result["server_ttft_ms"], result["preparation_ms"] = front_means(before, after)
         result["engine"] = engine_delta(engine_before, engine_after, result["wall_s"])
         return result
 

@@ -111,12 +111,11 @@ class Telemetry:
             self.prompt_tokens.labels(model).inc(stats["prompt_tokens"])
         if stats.get("completion_tokens"):
             self.completion_tokens.labels(model).inc(stats["completion_tokens"])
-        arrived, dispatched, first = stats.get("arrived"), stats.get("dispatched_at"), stats.get("first_token_at")
-        ttft = None
-        if first is not None:
-            ttft = first - (arrived if arrived is not None else dispatched)
+        arrived, dispatched, first = stats["arrived"], stats.get("dispatched_at"), stats.get("first_token_at")
+        ttft = None if first is None else first - arrived
+        if ttft is not None:
             self.ttft.labels(model).observe(ttft)
-        if arrived is not None and dispatched is not None:
+        if dispatched is not None:
             self.preparation.labels(model).observe(dispatched - arrived)
         parts = [f"request {stats.get('request_id') or stats['id']}", f"{method} {route}", f"status={status}"]
         if model:

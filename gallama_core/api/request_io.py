@@ -47,10 +47,11 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
-async def _until_disconnected(request: Request) -> None:
-    """Returns when the client goes away. The body has been read, so the next ASGI message is
-    ``http.disconnect``: waiting for it is immediate and costs nothing meanwhile (no polling)."""
-    while (await request.receive())["type"] != "http.disconnect":
+async def _until_disconnected(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Returns when the client goes away (``receive``: the request's ASGI receive). The body has been read, so the
+    next ASGI message is ``http.disconnect``: waiting for it is immediate and costs nothing meanwhile (no
+    polling)."""
+    while (await receive())["type"] != "http.disconnect":
         await asyncio.sleep(0.25)  # a server that answers with empty body messages instead of waiting
 
 
@@ -60,7 +61,7 @@ async def unless_disconnected(request: Request, work: Awaitable[Any]) -> tuple[b
     Until the answer starts (the prompt is still being processed, or waits for a slot), a client that goes
     away cancels the work: the engine stops the job and frees its slot."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_until_disconnected(request))
+    watcher = asyncio.ensure_future(_until_disconnected(request.receive))
     done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     if task not in done:
         task.cancel()
@@ -98,8 +99,7 @@ class _ClosingStreamingResponse(StreamingResponse):
 
         async def watch() -> None:
             nonlocal left
-            while (await receive())["type"] != "http.disconnect":
-                await asyncio.sleep(0.25)  # a server that answers with empty body messages instead of waiting
+            await _until_disconnected(receive)
             if streaming:  # the client left before the last byte: stop making the rest
                 left = True
                 task.cancel()
