@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from typing import Any, Callable
 
 from ..errors import GallamaError
@@ -138,16 +139,30 @@ class WorkerService:
         self.jobs: dict[int, asyncio.Task] = {}
         #: Jobs started with the backend's ``generate_into``, by id: their cancel functions. Only where the
         #: channel takes writes from any thread (the local socket; another launcher's may not).
-        self.direct: dict[int, Callable[[], None]] | None = None
+        self.direct: dict[int, Callable[[], None] | None] | None = None
         if backend.generate_into is not None and hasattr(channel, "send_packed"):
             self.direct = {}
-            self.steps = StepMessages(channel, lambda job_id: self.direct.pop(job_id, None))
+            self.steps = StepMessages(channel, self._direct_finished)
+        # A job may end on the engine's thread before generate_into has returned its cancel function (llama.cpp
+        # refuses a too-long prompt at once): its entry is there from the start, so that its end removes it and
+        # no cancel function outlives the job.
+        self._direct_lock = threading.Lock()
+
+    def _direct_finished(self, job_id: int) -> None:  # any thread
+        with self._direct_lock:
+            self.direct.pop(job_id, None)
 
     def _start(self, job_id: int, wire_request: dict[str, Any]) -> None:
+        self.direct[job_id] = None  # started; its cancel function once generate_into returns it
         try:
-            self.direct[job_id] = self.backend.generate_into(request_from_wire(wire_request), self.steps, job_id)
+            cancel = self.backend.generate_into(request_from_wire(wire_request), self.steps, job_id)
         except Exception as exc:  # refused before it started (400...)
+            self.direct.pop(job_id, None)
             self.outbox.control(failure_message(job_id, exc))
+            return
+        with self._direct_lock:
+            if job_id in self.direct:  # not ended yet
+                self.direct[job_id] = cancel
 
     async def _generate(self, job_id: int, wire_request: dict[str, Any]) -> None:
         chunks = None
@@ -213,7 +228,8 @@ class WorkerService:
                     break
         finally:
             for cancel in list((self.direct or {}).values()):
-                cancel()
+                if cancel is not None:
+                    cancel()
             for task in list(self.jobs.values()):
                 task.cancel()
             await asyncio.gather(*self.jobs.values(), return_exceptions=True)

@@ -288,6 +288,35 @@ async def test_a_backend_with_generate_into_streams_cancels_and_fails_through_th
     assert await asyncio.wait_for(task, 5) == 0
 
 
+class EndsAtOnce(EchoBackend):
+    """A backend whose engine ends a job before ``generate_into`` has returned (llama.cpp refusing a prompt)."""
+
+    def generate_into(self, request, target, key):
+        target.post([(key, InvalidRequestError("refused at once"))] if "REFUSE" in request.prompt
+                    else [(key, None)])
+        return lambda: None
+
+
+async def test_a_job_that_ends_before_generate_into_returns_leaves_no_cancel_function_behind():
+    from gallama_core.workers.server import WorkerService
+
+    front, worker = socket.socketpair()
+    channel = await protocol.Channel.open(worker)
+    reader = await protocol.Channel.open(front)
+    service = WorkerService(EndsAtOnce(ModelSettings(model_id="m")), channel)
+    service._start(1, protocol.request_to_wire(GenerationRequest(prompt="x")))
+    service._start(2, protocol.request_to_wire(GenerationRequest(prompt="REFUSE")))
+    assert service.direct == {}  # both ended: nothing to cancel on shutdown, nothing kept per finished job
+    got = []
+    async for message in reader:
+        got.append(message)
+        if len(got) == 2:
+            break
+    assert [m["t"] for m in got] == ["end", "error"] and got[1]["error"]["message"] == "refused at once"
+    channel.close()
+    reader.close()
+
+
 async def _writer_scenario():
     """Messages written from another thread while the socket is full wait, in order, and all arrive whole."""
     import threading

@@ -1,9 +1,10 @@
 """The llama.cpp backend: xllamacpp's in-process C++ server, driven from asyncio.
 
-Each generation runs ``Server.handle_completions`` (blocking, thread-safe) in a worker thread with a
-streaming callback; the callback hands chunks to the event loop with ``call_soon_threadsafe`` and returns
-True to stop the job once the consumer is gone (client disconnect), which frees the slot. llama.cpp's own
-continuous batching runs ``n_parallel`` sequences at once.
+Each generation runs ``Server.handle_completions`` (blocking, thread-safe) in a pool thread with a streaming
+callback, which returns True to stop the job once the consumer is gone (client disconnect): that frees the slot.
+``generate`` hands the chunks to the event loop with ``call_soon_threadsafe``; ``generate_into`` (the engine
+worker's way) hands them to the worker's target from the pool thread itself, so that no event loop wakes per
+token. llama.cpp's own continuous batching runs ``n_parallel`` sequences at once.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import shutil
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from gallama_core.models.backend import Backend, GenerationChunk, GenerationRequest
 from gallama_core.pipeline.chat_template import CHATML_TEMPLATE, ChatTemplate
@@ -197,6 +198,47 @@ def _logprobs(choice: dict, top: int | None) -> list[dict] | None:
             for e in entries]
 
 
+class ChunkTranslator:
+    """llama.cpp's streamed items for one request as gallama chunks: ``translate(item)`` returns the chunk, None
+    for an item with nothing to pass on (a prompt-progress report, an empty delta), or raises the engine's
+    error as a :class:`GallamaError`."""
+
+    def __init__(self, logprobs: int | None):
+        self.logprobs = logprobs
+        self.prompt_tokens = None  # from the prompt-progress reports: known before the first token
+        self.finished = False
+
+    def __call__(self, item: dict) -> GenerationChunk | None:
+        if "error" in item:
+            raise _engine_error(item["error"])
+        choices = item.get("choices") or []
+        usage = item.get("usage")
+        progress = item.get("prompt_progress")
+        if isinstance(progress, dict) and self.prompt_tokens is None:
+            self.prompt_tokens = progress.get("total")
+        if choices:
+            choice = choices[0]
+            finish = choice.get("finish_reason")
+            if finish:
+                self.finished = True
+            text = choice.get("text") or ""
+            logprobs = _logprobs(choice, self.logprobs)
+            if text or finish or logprobs:
+                return GenerationChunk(text=text, finish_reason=_finish(finish) if finish else None,
+                                       prompt_tokens=usage.get("prompt_tokens") if usage else self.prompt_tokens,
+                                       completion_tokens=usage.get("completion_tokens") if usage else None,
+                                       logprobs=logprobs)
+        elif usage and self.finished:
+            return GenerationChunk(prompt_tokens=usage.get("prompt_tokens"),
+                                   completion_tokens=usage.get("completion_tokens"))
+        return None
+
+
+def engine_failure(exc: Exception) -> GallamaError:
+    """An exception out of ``handle_completions`` as the consumer's error."""
+    return GallamaError(f"llama.cpp failed: {exc}")
+
+
 class LlamaCppBackend(Backend):
     def __init__(self, settings: LlamaCppSettings, server, chat_template: ChatTemplate, max_seq_len: int):
         super().__init__("llama_cpp", settings.served_name, max_seq_len, chat_template)
@@ -216,6 +258,7 @@ class LlamaCppBackend(Backend):
         queue: asyncio.Queue = asyncio.Queue()
         stop = threading.Event()
         body = request_body(request)
+        translate = ChunkTranslator(request.logprobs)
 
         def on_chunk(chunk) -> bool:
             if not stop.is_set():
@@ -231,41 +274,66 @@ class LlamaCppBackend(Backend):
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
         future = loop.run_in_executor(self._pool, run)
-        finished = False
-        prompt_tokens = None  # from the prompt-progress reports: known before the first token
         try:
             while True:
                 item = await queue.get()
                 if item is _END:
                     break
                 if isinstance(item, Exception):
-                    raise GallamaError(f"llama.cpp failed: {item}")
-                if "error" in item:
-                    raise _engine_error(item["error"])
-                choices = item.get("choices") or []
-                usage = item.get("usage")
-                progress = item.get("prompt_progress")
-                if isinstance(progress, dict) and prompt_tokens is None:
-                    prompt_tokens = progress.get("total")
-                if choices:
-                    choice = choices[0]
-                    finish = choice.get("finish_reason")
-                    if finish:
-                        finished = True
-                    text = choice.get("text") or ""
-                    logprobs = _logprobs(choice, request.logprobs)
-                    if text or finish or logprobs:
-                        yield GenerationChunk(text=text, finish_reason=_finish(finish) if finish else None,
-                                              prompt_tokens=usage.get("prompt_tokens") if usage else prompt_tokens,
-                                              completion_tokens=usage.get("completion_tokens") if usage else None,
-                                              logprobs=logprobs)
-                elif usage and finished:
-                    yield GenerationChunk(prompt_tokens=usage.get("prompt_tokens"),
-                                          completion_tokens=usage.get("completion_tokens"))
+                    raise engine_failure(item)
+                chunk = translate(item)
+                if chunk is not None:
+                    yield chunk
         finally:
             stop.set()  # the callback returns True next time: llama.cpp cancels the task and frees the slot
             if not future.done():
                 future.add_done_callback(lambda f: f.exception())
+
+    def generate_into(self, request: GenerationRequest, target, key) -> Callable[[], None]:
+        """The engine worker's way (see ``Backend.generate_into``): each chunk goes to ``target`` from the pool
+        thread that runs the request, as llama.cpp hands it over; then ``(key, None)``, or ``(key, error)``.
+        Exactly one of those ends it, and nothing follows ``cancel()``."""
+        body = request_body(request)
+        translate = ChunkTranslator(request.logprobs)
+        stop = threading.Event()
+        lock = threading.Lock()  # cancel() against a delivery in flight: nothing is posted once it returned
+
+        def deliver(delivery, last: bool = False) -> bool:
+            with lock:
+                if stop.is_set():
+                    return False
+                if last:
+                    stop.set()
+                target.post([(key, delivery)])
+                return True
+
+        def on_chunk(item) -> bool:
+            if stop.is_set():
+                return True
+            try:
+                chunk = translate(item)
+            except GallamaError as exc:
+                deliver(exc, last=True)
+                return True
+            if chunk is not None:
+                deliver(chunk)
+            return stop.is_set()
+
+        def run() -> None:
+            try:
+                self._server.handle_completions(body, on_chunk)
+            except Exception as exc:
+                deliver(engine_failure(exc), last=True)
+            else:
+                deliver(None, last=True)
+
+        self._pool.submit(run)
+
+        def cancel() -> None:
+            with lock:
+                stop.set()
+
+        return cancel
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
-from gallama_core.models.backend import GenerationRequest, SamplingParams
+from gallama_core.models.backend import GenerationChunk, GenerationRequest, SamplingParams
 from gallama_core.errors import InvalidRequestError
 from gallama_core.plugin_system.registrations import LoadProgress
 from gallama_core.testing import smollm2_gguf
@@ -184,3 +185,66 @@ async def test_generate_returns_logprobs(backend):
     entries = [e for c in chunks for e in (c.logprobs or [])]
     assert len(entries) == 4 and "".join(e["token"] for e in entries) == "".join(c.text for c in chunks)
     assert all(len(e["top_logprobs"]) == 2 and e["logprob"] <= 0 for e in entries)
+
+
+class Collected:
+    """A ``generate_into`` target: what the pool thread posts, and on which threads."""
+
+    def __init__(self):
+        import threading
+
+        self.items, self.threads, self.done = [], set(), threading.Event()
+
+    def post(self, deliveries):
+        import threading
+
+        self.threads.add(threading.get_ident())
+        for _, item in deliveries:
+            self.items.append(item)
+            if item is None or isinstance(item, Exception):
+                self.done.set()
+
+
+def test_generate_into_posts_the_same_chunks_from_the_pool_thread(backend):
+    """The engine worker's way: the chunks of ``generate``, posted from the thread running the request, then one
+    end (no event loop involved)."""
+    import threading
+
+    prompt = backend.chat_template.render([{"role": "user", "content": "Count to five."}])
+    request = GenerationRequest(prompt=prompt, max_tokens=6, sampling=SamplingParams(temperature=0))
+    expected = asyncio.run(_collect(backend, request))
+    target = Collected()
+    backend.generate_into(request, target, "k")
+    assert target.done.wait(60)
+    *chunks, end = target.items
+    assert end is None and all(isinstance(c, GenerationChunk) for c in chunks)
+    assert "".join(c.text for c in chunks) == "".join(c.text for c in expected)
+    assert chunks[-1].completion_tokens == 6 and chunks[-1].prompt_tokens == expected[-1].prompt_tokens
+    assert threading.get_ident() not in target.threads
+
+
+def test_generate_into_reports_a_refused_prompt_and_stops_after_cancel(backend):
+    target = Collected()
+    backend.generate_into(GenerationRequest(prompt="word " * 400, max_tokens=4), target, "k")
+    assert target.done.wait(60)
+    assert len(target.items) == 1 and isinstance(target.items[0], InvalidRequestError)
+    assert target.items[0].code == "context_length_exceeded"
+
+    target = Collected()
+    cancel = backend.generate_into(GenerationRequest(prompt="Once upon a time", max_tokens=100), target, "k")
+    for _ in range(600):
+        if target.items:
+            break
+        time.sleep(0.01)
+    cancel()
+    count = len(target.items)
+    time.sleep(0.3)
+    assert 0 < count == len(target.items) and not target.done.is_set()  # nothing after cancel, not even the end
+    # the slot is free again: two full requests still run on a 2-slot server
+    rest = asyncio.run(_both(backend))
+    assert all(r[-1].completion_tokens == 3 for r in rest)
+
+
+async def _both(backend):
+    return await asyncio.gather(_collect(backend, GenerationRequest(prompt="a", max_tokens=3)),
+                                _collect(backend, GenerationRequest(prompt="b", max_tokens=3)))
