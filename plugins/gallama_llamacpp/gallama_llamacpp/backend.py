@@ -298,14 +298,17 @@ class LlamaCppBackend(Backend):
         stop = threading.Event()
         lock = threading.Lock()  # cancel() against a delivery in flight: nothing is posted once it returned
 
-        def deliver(delivery, last: bool = False) -> bool:
+        def deliver(delivery, last: bool = False) -> None:
             with lock:
                 if stop.is_set():
-                    return False
+                    return
                 if last:
                     stop.set()
-                target.post([(key, delivery)])
-                return True
+                try:
+                    target.post([(key, delivery)])
+                except Exception:  # never into llama.cpp's callback: the job stops instead
+                    log.exception("delivering a chunk failed")
+                    stop.set()
 
         def on_chunk(item) -> bool:
             if stop.is_set():
