@@ -47,6 +47,7 @@ class WorkerConnection:
         self._reader: asyncio.Task | None = None
         self.lost = asyncio.Event()
         self.lost_reason = "the engine worker stopped"
+        self._stopping = False  # the front asked the worker to stop: its exit is no news
         #: Set by the launcher: says why the worker went away once its channel closed (e.g. its exit signal).
         self.explain_loss: Callable[[], Awaitable[str]] | None = None
 
@@ -98,7 +99,7 @@ class WorkerConnection:
         except Exception:
             log.exception("%s: reading from the engine worker failed", self.label)
         finally:
-            if self.explain_loss is not None and not self.lost.is_set():
+            if self.explain_loss is not None and not self.lost.is_set() and not self._stopping:
                 try:
                     self.lost_reason = await asyncio.wait_for(self.explain_loss(), 1.0)
                 except (asyncio.TimeoutError, Exception):
@@ -162,7 +163,8 @@ class WorkerConnection:
 
     async def shutdown(self) -> None:
         if not self.lost.is_set():
-            self.lost_reason = "the model is being unloaded"
+            self.lost_reason = "the model is being unloaded"  # what its open streams end with
+            self._stopping = True
             await self.channel.send({"t": "shutdown"})
 
     def abort(self, reason: str) -> None:

@@ -288,6 +288,30 @@ async def test_a_backend_with_generate_into_streams_cancels_and_fails_through_th
     assert await asyncio.wait_for(task, 5) == 0
 
 
+async def test_streams_open_when_the_front_stops_a_worker_end_with_the_unload_not_its_exit_code():
+    """A worker told to stop cancels its jobs silently and exits with 0: the open streams say the model is being
+    unloaded (the front's own doing), not that the worker exited."""
+    front, worker = socket.socketpair()
+    worker_channel = await protocol.Channel.open(worker)
+    task = asyncio.create_task(run_worker(worker_channel, lambda *_: Threaded(ModelSettings(model_id="m"))))
+    connection = WorkerConnection(await protocol.Channel.open(front), "m")
+    meta = await connection.handshake({"backend": "echo", "settings": {"model_id": "m"}}, LoadProgress())
+
+    async def exit_code_zero():
+        return "the engine worker (pid 1) exited with code 0"
+
+    connection.explain_loss = exit_code_zero
+    remote = RemoteBackend(connection, meta)
+    stream = remote.generate(GenerationRequest(prompt="x", max_tokens=10**6))
+    await anext(stream)
+    await remote.close()
+    assert await asyncio.wait_for(task, 5) == 0
+    worker_channel.close()  # as the worker process's exit closes its end
+    with pytest.raises(WorkerLost, match="being unloaded"):
+        async for _ in stream:
+            pass
+
+
 class EndsAtOnce(EchoBackend):
     """A backend whose engine ends a job before ``generate_into`` has returned (llama.cpp refusing a prompt)."""
 
