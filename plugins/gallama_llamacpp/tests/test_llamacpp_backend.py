@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -191,13 +192,9 @@ class Collected:
     """A ``generate_into`` target: what the pool thread posts, and on which threads."""
 
     def __init__(self):
-        import threading
-
         self.items, self.threads, self.done = [], set(), threading.Event()
 
     def post(self, deliveries):
-        import threading
-
         self.threads.add(threading.get_ident())
         for _, item in deliveries:
             self.items.append(item)
@@ -208,8 +205,6 @@ class Collected:
 def test_generate_into_posts_the_same_chunks_from_the_pool_thread(backend):
     """The engine worker's way: the chunks of ``generate``, posted from the thread running the request, then one
     end (no event loop involved)."""
-    import threading
-
     prompt = backend.chat_template.render([{"role": "user", "content": "Count to five."}])
     request = GenerationRequest(prompt=prompt, max_tokens=6, sampling=SamplingParams(temperature=0))
     expected = asyncio.run(_collect(backend, request))
