@@ -23,6 +23,8 @@ before the engine thread wrote its steps itself).
 ``--http`` measures what ``bench_http_exllama.py`` measures on a GPU, with the stand-in: ``gallama run`` serving
 it (front + worker), B streams through HTTP from 4 load-generator processes, against the plain loop, with the
 engine's counters from ``/metrics`` (steps, time per step, mean batch, gallama's work between steps, busy share).
+``--prefill-ms`` adds Python work for each new job's prompt, one job after another, as ExLlamaV3 runs one prefill
+pass per job: the raw side's TTFT is then a burst's whole prefill, as on the GPU.
 """
 
 from __future__ import annotations
@@ -40,10 +42,10 @@ from gallama_core.models.engine_thread import EngineLoop  # noqa: E402
 
 
 class Job:
-    __slots__ = ("steps", "done")
+    __slots__ = ("steps", "done", "prefilled")
 
     def __init__(self, steps: int):
-        self.steps, self.done = steps, 0
+        self.steps, self.done, self.prefilled = steps, 0, False
 
 
 class BusyGenerator:
@@ -51,10 +53,12 @@ class BusyGenerator:
     up every ``release_every`` loop turns as torch ops do. Fixed work, not fixed time: a step that has to wait
     for the GIL takes longer, as an engine's does."""
 
-    def __init__(self, step_s: float, release_every: int = 20, turns: int | None = None):
+    def __init__(self, step_s: float, release_every: int = 20, turns: int | None = None, prefill_s: float = 0.0):
         self.jobs: list[Job] = []
         self.step_s, self.release_every = step_s, release_every
         self.turns = turns or max(self._timed_turns(step_s) for _ in range(3))
+        #: Python work for each new job's prompt, one job after another (ExLlamaV3 runs one prefill pass per job)
+        self.prefill_turns = int(self.turns * prefill_s / step_s) if step_s else 0
 
     def _timed_turns(self, step_s: float) -> int:
         end, turns = time.perf_counter() + step_s, 0
@@ -70,11 +74,18 @@ class BusyGenerator:
     def cancel(self, job: Job) -> None:
         self.jobs.remove(job)
 
-    def iterate(self) -> list[dict]:
-        for turn in range(1, self.turns + 1):
+    def _work(self, turns: int) -> None:
+        for turn in range(1, turns + 1):
             time.perf_counter()  # the calibration's work per turn
             if turn % self.release_every == 0:
                 time.sleep(0)  # releases the GIL, as each torch op does
+
+    def iterate(self) -> list[dict]:
+        for job in self.jobs:
+            if not job.prefilled:
+                self._work(self.prefill_turns)
+                job.prefilled = True
+        self._work(self.turns)
         out = []
         for job in list(self.jobs):
             job.done += 1
@@ -90,6 +101,8 @@ def raw_run(gen: BusyGenerator, batch: int, steps: int) -> float:
     for _ in range(batch):
         gen.enqueue(Job(steps))
     t0 = time.perf_counter()
+    gen.iterate()
+    gen.first_step_s = time.perf_counter() - t0  # every job's first token: the raw side's TTFT
     while gen.jobs:
         gen.iterate()
     return time.perf_counter() - t0
@@ -152,7 +165,8 @@ class Busy(Backend):
     def __init__(self, settings):
         super().__init__("busy", settings.served_name, 1 << 16, ChatTemplate(CHATML_TEMPLATE))
         self.engine = EngineLoop(BusyGenerator(float(os.environ["BUSY_STEP_MS"]) / 1000,
-                                               turns=int(os.environ["BUSY_TURNS"])), "busy")
+                                               turns=int(os.environ["BUSY_TURNS"]),
+                                               prefill_s=float(os.environ.get("BUSY_PREFILL_MS", 0)) / 1000), "busy")
 
     async def generate(self, request):
         async for chunk in self.engine.stream(Job(request.max_tokens), 1, "busy"):
@@ -189,8 +203,9 @@ def register_busy_backend(args) -> BusyGenerator:
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gallama-busy\nVersion: 0.0\n")
     (info / "entry_points.txt").write_text("[gallama]\nbusy = gallama_busy_plugin\n")
     os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
-    plain = BusyGenerator(args.step_ms / 1000)
+    plain = BusyGenerator(args.step_ms / 1000, prefill_s=args.prefill_ms / 1000)
     os.environ["BUSY_STEP_MS"] = str(args.step_ms)
+    os.environ["BUSY_PREFILL_MS"] = str(args.prefill_ms)
     os.environ["BUSY_TURNS"] = str(plain.turns)
     os.environ["BUSY_DIRECT"] = "0" if args.no_direct else "1"
     sys.path.insert(0, str(folder))
@@ -221,6 +236,7 @@ def http_main(args) -> list[dict]:
                 e = engine_delta(engine_before, engine_after, r["wall_s"])
                 server_ttft, preparation = front_means(before, after)
                 runs.append({"ratio": r["tokens_per_s"] / (b * args.steps / raw), "ttft": r["ttft_p50_ms"],
+                             "raw_ttft": 1000 * plain.first_step_s,
                              "server_ttft": server_ttft, "preparation": preparation, "engine_ttft": e["ttft_ms"],
                              "steps": e["steps"], "step_vs_raw": (raw / args.steps) / (e["step_ms"] / 1000),
                              "mean_batch": e["batch"], "delivery_ms": e["delivery_ms"], "busy": e["busy"],
@@ -254,7 +270,8 @@ async def worker_main(args) -> list[dict]:
         from gallama_ray.settings import RaySection
 
         head = start_head(dict(os.environ))
-        env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BUSY_STEP_MS", "BUSY_TURNS", "BUSY_DIRECT")}
+        env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BUSY_STEP_MS", "BUSY_TURNS", "BUSY_DIRECT",
+                                             "BUSY_PREFILL_MS")}
         launcher = RayLauncher(head[0], RaySection(runtime_env={"env_vars": env_vars}), log_level="warning")
     else:
         launcher = LocalProcessLauncher(log_level="warning")
@@ -311,6 +328,8 @@ async def worker_main(args) -> list[dict]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--step-ms", type=float, default=8.0)
+    ap.add_argument("--prefill-ms", type=float, default=0.0,
+                    help="Python work per new job's prompt, jobs one after another (ExLlamaV3: one pass per job)")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5)
@@ -324,12 +343,13 @@ def main() -> int:
     if args.http:
         rows = http_main(args)
         print(f"gallama run through HTTP (4 load-generator processes) vs a plain loop: {args.step_ms:g} ms per step, "
+              f"{args.prefill_ms:g} ms per new job's prompt, "
               f"{args.steps} tokens per stream, median of {args.repeat} runs, Python {sys.version.split()[0]}")
-        print("| streams | HTTP/raw | TTFT p50 ms | server's TTFT mean: front's preparation / engine's TTFT ms | "
+        print("| streams | HTTP/raw | TTFT p50 ms (raw's) | server's TTFT mean: front's preparation / engine's TTFT ms | "
               "engine steps | its steps: raw's ms / its ms | mean batch | gallama between steps | busy | admitted in |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['batch']} | {r['ratio']:.3f} | {r['ttft']:.0f} | {r['server_ttft']:.1f}: "
+            print(f"| {r['batch']} | {r['ratio']:.3f} | {r['ttft']:.0f} ({r['raw_ttft']:.0f}) | {r['server_ttft']:.1f}: "
                   f"{r['preparation']:.1f} / {r['engine_ttft']:.1f} | {r['steps']:.0f} | {r['step_vs_raw']:.3f} | "
                   f"{r['mean_batch']:.1f} | {r['delivery_ms']:.3f} ms | {r['busy']:.3f} | {r['admissions']:.0f} |")
         return 0
