@@ -123,7 +123,7 @@ async def gallama_run(engine: EngineLoop, batch: int, steps: int) -> float:
 
 
 async def main_async(args) -> list[dict]:
-    gen = BusyGenerator(args.step_ms / 1000)
+    gen = BusyGenerator(args.step_ms / 1000, prefill_s=args.prefill_ms / 1000)
     engine = EngineLoop(gen, "bench")
     rows = []
     try:
