@@ -24,7 +24,9 @@ before the engine thread wrote its steps itself).
 it (front + worker), B streams through HTTP from 4 load-generator processes, against the plain loop, with the
 engine's counters from ``/metrics`` (steps, time per step, mean batch, gallama's work between steps, busy share).
 ``--prefill-ms`` adds Python work for each new job's prompt, one job after another, as ExLlamaV3 runs one prefill
-pass per job: the raw side's TTFT is then a burst's whole prefill, as on the GPU.
+pass per job: the raw side's TTFT is then a burst's whole prefill, as on the GPU. ``--build-ms`` adds Python work per
+request on the worker's event loop before its job reaches the engine thread (ExLlama tokenizes and builds the ``Job``
+there), which competes with the engine thread for the GIL during a burst.
 """
 
 from __future__ import annotations
@@ -173,11 +175,15 @@ class Busy(Backend):
             yield chunk
 
     def generate_into(self, request, target, key):  # what the worker uses, as with the ExLlama backends
+        self.engine.generator._work(BUILD_TURNS)  # building the job on the worker's event loop (tokenizer, Job)
         return self.engine.start(Job(request.max_tokens), 1, "busy", target, key)
 
     def engine_stats(self):
         return self.engine.stats()
 
+
+BUILD_TURNS = int(int(os.environ["BUSY_TURNS"]) * float(os.environ.get("BUSY_BUILD_MS", 0))
+                  / float(os.environ["BUSY_STEP_MS"]))
 
 if os.environ.get("BUSY_DIRECT") == "0":
     Busy.generate_into = None
@@ -206,6 +212,7 @@ def register_busy_backend(args) -> BusyGenerator:
     plain = BusyGenerator(args.step_ms / 1000, prefill_s=args.prefill_ms / 1000)
     os.environ["BUSY_STEP_MS"] = str(args.step_ms)
     os.environ["BUSY_PREFILL_MS"] = str(args.prefill_ms)
+    os.environ["BUSY_BUILD_MS"] = str(args.build_ms)
     os.environ["BUSY_TURNS"] = str(plain.turns)
     os.environ["BUSY_DIRECT"] = "0" if args.no_direct else "1"
     sys.path.insert(0, str(folder))
@@ -271,7 +278,7 @@ async def worker_main(args) -> list[dict]:
 
         head = start_head(dict(os.environ))
         env_vars = {k: os.environ[k] for k in ("PYTHONPATH", "BUSY_STEP_MS", "BUSY_TURNS", "BUSY_DIRECT",
-                                             "BUSY_PREFILL_MS")}
+                                             "BUSY_PREFILL_MS", "BUSY_BUILD_MS")}
         launcher = RayLauncher(head[0], RaySection(runtime_env={"env_vars": env_vars}), log_level="warning")
     else:
         launcher = LocalProcessLauncher(log_level="warning")
@@ -330,6 +337,9 @@ def main() -> int:
     ap.add_argument("--step-ms", type=float, default=8.0)
     ap.add_argument("--prefill-ms", type=float, default=0.0,
                     help="Python work per new job's prompt, jobs one after another (ExLlamaV3: one pass per job)")
+    ap.add_argument("--build-ms", type=float, default=0.0,
+                    help="with --http/--worker: Python work per request on the worker's event loop before the job "
+                         "reaches the engine thread (ExLlama: tokenizing, building the Job)")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--repeat", type=int, default=5)
