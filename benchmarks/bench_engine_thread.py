@@ -60,7 +60,11 @@ class BusyGenerator:
         self.step_s, self.release_every = step_s, release_every
         self.turns = turns or max(self._timed_turns(step_s) for _ in range(3))
         #: Python work for each new job's prompt, one job after another (ExLlamaV3 runs one prefill pass per job)
-        self.prefill_turns = int(self.turns * prefill_s / step_s) if step_s else 0
+        self.prefill_turns = self.turns_for(prefill_s)
+
+    def turns_for(self, seconds: float) -> int:
+        """Loop turns that take ``seconds`` alone, at this generator's calibration."""
+        return int(self.turns * seconds / self.step_s) if self.step_s else 0
 
     def _timed_turns(self, step_s: float) -> int:
         end, turns = time.perf_counter() + step_s, 0
@@ -76,7 +80,7 @@ class BusyGenerator:
     def cancel(self, job: Job) -> None:
         self.jobs.remove(job)
 
-    def _work(self, turns: int) -> None:
+    def work(self, turns: int) -> None:
         for turn in range(1, turns + 1):
             time.perf_counter()  # the calibration's work per turn
             if turn % self.release_every == 0:
@@ -85,9 +89,9 @@ class BusyGenerator:
     def iterate(self) -> list[dict]:
         for job in self.jobs:
             if not job.prefilled:
-                self._work(self.prefill_turns)
+                self.work(self.prefill_turns)
                 job.prefilled = True
-        self._work(self.turns)
+        self.work(self.turns)
         out = []
         for job in list(self.jobs):
             job.done += 1
@@ -169,21 +173,19 @@ class Busy(Backend):
         self.engine = EngineLoop(BusyGenerator(float(os.environ["BUSY_STEP_MS"]) / 1000,
                                                turns=int(os.environ["BUSY_TURNS"]),
                                                prefill_s=float(os.environ.get("BUSY_PREFILL_MS", 0)) / 1000), "busy")
+        self.build_turns = self.engine.generator.turns_for(float(os.environ.get("BUSY_BUILD_MS", 0)) / 1000)
 
     async def generate(self, request):
         async for chunk in self.engine.stream(Job(request.max_tokens), 1, "busy"):
             yield chunk
 
     def generate_into(self, request, target, key):  # what the worker uses, as with the ExLlama backends
-        self.engine.generator._work(BUILD_TURNS)  # building the job on the worker's event loop (tokenizer, Job)
+        self.engine.generator.work(self.build_turns)  # building the job on the worker's event loop (tokenizer, Job)
         return self.engine.start(Job(request.max_tokens), 1, "busy", target, key)
 
     def engine_stats(self):
         return self.engine.stats()
 
-
-BUILD_TURNS = int(int(os.environ["BUSY_TURNS"]) * float(os.environ.get("BUSY_BUILD_MS", 0))
-                  / float(os.environ["BUSY_STEP_MS"]))
 
 if os.environ.get("BUSY_DIRECT") == "0":
     Busy.generate_into = None
@@ -353,7 +355,7 @@ def main() -> int:
     if args.http:
         rows = http_main(args)
         print(f"gallama run through HTTP (4 load-generator processes) vs a plain loop: {args.step_ms:g} ms per step, "
-              f"{args.prefill_ms:g} ms per new job's prompt, "
+              f"{args.prefill_ms:g} ms per new job's prompt, {args.build_ms:g} ms per request on the worker's loop, "
               f"{args.steps} tokens per stream, median of {args.repeat} runs, Python {sys.version.split()[0]}")
         print("| streams | HTTP/raw | TTFT p50 ms (raw's) | server's TTFT mean: front's preparation / engine's TTFT ms | "
               "engine steps | its steps: raw's ms / its ms | mean batch | gallama between steps | busy | admitted in |")
